@@ -1,0 +1,194 @@
+"""Config files: JSON with ``${VAR}`` / ``${VAR:-default}`` expansion, and the server config.
+
+Rollout and synthesis configs use :func:`load_json` and :func:`expand_env` from here too,
+so every config file in AgentFlow reports problems the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ConfigError", "ServerConfig", "expand_env", "load_json", "load_server_config"]
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+"""The source tree AgentFlow runs from (shipped seeds, benchmarks, configs, migrations)."""
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class ConfigError(ValueError):
+    """A config file is missing, malformed, or names an unknown key or value."""
+
+
+def load_json(path: str | os.PathLike) -> dict:
+    """Read a JSON object from ``path`` with errors that name the file, line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {p}: {err}") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{p}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def expand_env(value: Any, where: str = "", env: Mapping[str, str] | None = None) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string inside ``value``.
+
+    Raises:
+        ConfigError: a variable without a default is unset; the message names it and
+            the key (``where``) that used it.
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] != "" or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"'{where}' uses ${{{name}}}, but the environment variable {name} is not set")
+
+    return _VAR.sub(substitute, value)
+
+
+# Resource names used by AgentFlow's own config files that we know under another name.
+RESOURCE_ALIASES = {"websearch": "web", "search": "web", "python": "code", "sql": "text2sql"}
+
+_SERVER_KEYS = {
+    "host", "port", "url", "session_ttl", "auth_token", "database_url", "data_dir",
+    "max_request_bytes", "max_output_bytes", "max_call_timeout", "cleanup_interval",
+    "roots", "workers", "threads", "log_level",
+}
+_TOP_KEYS = {"server", "resources", "apis", "warmup", "$schema"}
+
+
+@dataclasses.dataclass
+class ServerConfig:
+    """Everything the sandbox server needs to start."""
+
+    host: str = "127.0.0.1"
+    port: int = 18890
+    session_ttl: float = 300.0
+    auth_token: str | None = None
+    database_url: str | None = None
+    data_dir: Path = Path(".agentflow")
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_output_bytes: int = 64 * 1024
+    max_call_timeout: float = 600.0
+    cleanup_interval: float = 10.0
+    roots: list[Path] = dataclasses.field(default_factory=list)
+    workers: int | None = None
+    threads: int | None = None
+    log_level: str = "info"
+    resources: dict[str, dict] | None = None
+    """{name: backend config}; None means every backend that needs no external service."""
+    warmup_enabled: bool = False
+    warmup_resources: list[str] = dataclasses.field(default_factory=list)
+    source: Path | None = None
+    project_dir: Path = dataclasses.field(default_factory=lambda: _project_dir())
+
+    @property
+    def effective_database_url(self) -> str:
+        from .db.engine import default_database_url
+
+        return self.database_url or default_database_url(self.data_dir)
+
+
+def _project_dir() -> Path:
+    """Relative paths in configs resolve against the current directory when it is an
+    AgentFlow project (has ``seeds/`` or ``configs/``), else against the source tree."""
+    cwd = Path.cwd()
+    return cwd if (cwd / "seeds").is_dir() or (cwd / "configs").is_dir() else REPO_DIR
+
+
+def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build the server config from a file (or none) and the environment.
+
+    ``AGENTFLOW_HOME``, ``AGENTFLOW_DATABASE_URL`` and ``AGENTFLOW_API_TOKEN`` override
+    the file's ``data_dir``, ``database_url`` and ``auth_token``.
+    """
+    env = os.environ if env is None else env
+    raw: dict = {}
+    cfg = ServerConfig()
+    if path:
+        raw = expand_env(load_json(path), env=env)
+        cfg.source = Path(path).resolve()
+        unknown = sorted(set(raw) - _TOP_KEYS)
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; known: server, resources, apis, warmup")
+    _apply_server_section(cfg, raw.get("server") or {}, path)
+    cfg.resources = _resources(raw, path) if ("resources" in raw or "apis" in raw) else None
+    warm = raw.get("warmup") or {}
+    cfg.warmup_enabled = bool(warm.get("enabled", False))
+    cfg.warmup_resources = [RESOURCE_ALIASES.get(r, r) for r in warm.get("resources", [])]
+    if env.get("AGENTFLOW_HOME"):
+        cfg.data_dir = Path(env["AGENTFLOW_HOME"])
+    if env.get("AGENTFLOW_DATABASE_URL"):
+        cfg.database_url = env["AGENTFLOW_DATABASE_URL"]
+    if env.get("AGENTFLOW_API_TOKEN"):
+        cfg.auth_token = env["AGENTFLOW_API_TOKEN"]
+    cfg.data_dir = cfg.data_dir.resolve()
+    cfg.auth_token = cfg.auth_token or None
+    return cfg
+
+
+def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
+    unknown = sorted(set(server) - _SERVER_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: server: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_SERVER_KEYS))}")
+    types = {"port": int, "session_ttl": float, "max_request_bytes": int, "max_output_bytes": int,
+             "max_call_timeout": float, "cleanup_interval": float, "workers": int, "threads": int}
+    for key, value in server.items():
+        if key == "url":
+            continue
+        if key in types:
+            try:
+                value = types[key](value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: server.{key} must be a number, got {value!r}") from None
+            if value <= 0:
+                raise ConfigError(f"{path}: server.{key} must be positive, got {value!r}")
+        elif key == "data_dir":
+            value = Path(value)
+        elif key == "roots":
+            if not isinstance(value, list):
+                raise ConfigError(f"{path}: server.roots must be a list of directories")
+            value = [Path(v) for v in value]
+        setattr(cfg, key, value)
+
+
+def _resources(raw: dict, path) -> dict[str, dict]:
+    """Merge ``resources`` (``{name: {enabled, config}}``) and ``apis`` (``{name: {...}}``)."""
+    out: dict[str, dict] = {}
+    for name, section in (raw.get("resources") or {}).items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: resources.{name} must be an object")
+        if not section.get("enabled", True):
+            continue
+        extra = sorted(set(section) - {"enabled", "config", "description", "backend_class"})
+        if extra:
+            raise ConfigError(f"{path}: resources.{name}: unknown key(s) {', '.join(extra)}; "
+                              "known: enabled, config, description, backend_class")
+        out[RESOURCE_ALIASES.get(name, name)] = dict(section.get("config") or {})
+    for name, section in (raw.get("apis") or {}).items():
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: apis.{name} must be an object")
+        out.setdefault(RESOURCE_ALIASES.get(name, name), {}).update(section)
+    return out

@@ -1,0 +1,19 @@
+"""Database models, engines and migrations.
+
+Importing this package registers every model on ``Base.metadata`` (Alembic needs the
+full picture); each feature keeps its models in its own module here.
+"""
+from .base import Base, isoformat, utcnow
+from .engine import DatabaseError, default_database_url, make_engine, make_session_factory, upgrade
+from . import models  # noqa: F401  (registers the server tables)
+
+__all__ = [
+    "Base",
+    "DatabaseError",
+    "default_database_url",
+    "isoformat",
+    "make_engine",
+    "make_session_factory",
+    "upgrade",
+    "utcnow",
+]

@@ -1,0 +1,147 @@
+"""Engines, sessions and migrations.
+
+Engines are created by the process that uses them (after gunicorn forks), never at
+import time. sqlite runs in WAL mode with a busy timeout so many processes can share it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or migrated (bad URL, read-only or full disk)."""
+
+
+def default_database_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir).resolve() / 'agentflow.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode = WAL")
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def make_engine(url: str, *, immediate: bool = False) -> Engine:
+    """Create an engine for ``url``; sqlite gets WAL, a busy timeout and a file check.
+
+    With ``immediate`` a sqlite transaction takes the write lock when it begins
+    (``BEGIN IMMEDIATE``): use it for read-then-write transactions, which would
+    otherwise fail with "database is locked" instead of waiting their turn.
+    """
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        parent = Path(path).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DatabaseError(f"cannot create database directory {parent}: {err}") from err
+        if not os.access(parent, os.W_OK):
+            raise DatabaseError(f"database directory {parent} is not writable")
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=16,
+        max_overflow=48,
+    )
+    begin_sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        _sqlite_pragmas(dbapi_conn, _record)
+        # Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's
+        # documented pysqlite recipe), so BEGIN IMMEDIATE is possible.
+        dbapi_conn.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql(begin_sql)
+
+    return engine
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def migrations_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent.parent / "migrations", here.parent / "_migrations"):
+        if (cand / "env.py").exists():
+            return cand
+    raise DatabaseError("Alembic migrations folder not found (install AgentFlow with `pip install -e .`)")
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+@contextlib.contextmanager
+def _migration_lock(lock_dir: Path | None) -> Iterator[None]:
+    if lock_dir is None:
+        yield
+        return
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / ".migrate.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def upgrade(url: str, revision: str = "head", lock_dir: Path | None = None) -> None:
+    """Run Alembic migrations up to ``revision`` (processes on one machine take turns)."""
+    from alembic import command
+
+    try:
+        with _migration_lock(lock_dir):
+            command.upgrade(alembic_config(url), revision)
+    except DatabaseError:
+        raise
+    except Exception as err:  # boundary: alembic/driver errors become one clear message
+        raise DatabaseError(f"cannot migrate database {_safe_url(url)}: {err}") from err
+
+
+def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only for messages
+        return "<database>"

@@ -1,0 +1,140 @@
+"""The server's engine room, without HTTP: backends, sessions, calls, audit, warmup.
+
+One :class:`Runtime` per server process, built after the fork.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ..config import REPO_DIR, ServerConfig
+from ..db import make_engine, make_session_factory, upgrade, utcnow
+from ..db.models import WarmupState
+from ..tools.base import BackendContext
+from .errors import ApiError, BackendUnavailable, ParameterError
+from .executor import Executor
+from .registry import ToolRegistry
+from .requestlog import RequestLog
+from .sessions import SessionManager
+from .writer import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ApiError", "Runtime"]
+
+
+def default_roots(config: ServerConfig) -> list[Path]:
+    """Directories client paths may point into: configured roots, the project's and the
+    installation's ``seeds/`` and ``benchmark/``, and the data dir."""
+    candidates = [*config.roots, config.project_dir / "seeds", config.project_dir / "benchmark",
+                  REPO_DIR / "seeds", REPO_DIR / "benchmark", config.data_dir]
+    roots: list[Path] = []
+    for path in candidates:
+        real = (config.project_dir / path).resolve() if not path.is_absolute() else path.resolve()
+        if real not in roots:
+            roots.append(real)
+    return roots
+
+
+class Runtime:
+    """Everything one server process needs. Raises BackendConfigError or DatabaseError
+    when the configuration cannot work."""
+
+    def __init__(self, config: ServerConfig, migrate: bool = True):
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        url = config.effective_database_url
+        if migrate:
+            upgrade(url, lock_dir=config.data_dir)
+        self._engines = [make_engine(url), make_engine(url, immediate=True)]
+        self.read = make_session_factory(self._engines[0])
+        self.write = make_session_factory(self._engines[1])
+        self.writer = GroupCommitter(self.write)
+        context = BackendContext(data_dir=config.data_dir, roots=default_roots(config),
+                                 session_factory=self.write, project_dir=config.project_dir)
+        self.registry = ToolRegistry(config, context)
+        self.sessions = SessionManager(self.read, self.writer, self.registry,
+                                       config.data_dir / "workspaces", config.session_ttl)
+        self.executor = Executor(self.registry, self.sessions, self.writer,
+                                 config.max_output_bytes, config.max_call_timeout)
+        self.requests = RequestLog(self.read, self.writer, stale_after=config.max_call_timeout + 60)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- warmup ------------------------------------------------------------------
+    def warmup(self, names: list[str] | None) -> dict:
+        """Warm the named backends (all when empty); returns per-backend results."""
+        names = list(names or self.registry.backends)
+        unknown = [n for n in names if n not in self.registry.backends]
+        if unknown:
+            raise ParameterError(f"parameter 'backends': unknown or disabled backend(s) {', '.join(unknown)}; "
+                                 f"enabled: {', '.join(sorted(self.registry.backends))}")
+        results = {}
+        for name in names:
+            try:
+                info = self.registry.ensure_ready(name, force=True)
+                results[name] = {"success": True, "warmed_up": True, "info": info}
+                self._record_warmup(name, "ready", None, info)
+            except BackendUnavailable as err:
+                results[name] = {"success": False, "warmed_up": False, "error": err.data.get("error")}
+                self._record_warmup(name, "failed", err.data.get("error"), {})
+        return results
+
+    def _record_warmup(self, name: str, status: str, error: str | None, info: dict) -> None:
+        def save(s):
+            row = s.get(WarmupState, name) or WarmupState(backend=name)
+            row.status, row.error, row.info, row.updated_at = status, error, info, utcnow()
+            s.add(row)
+
+        self.writer.write(save)
+
+    def warmup_status(self) -> dict:
+        with self.read() as s:
+            stored = {r.backend: r for r in s.scalars(select(WarmupState)).all()}
+        out = {}
+        for name, backend in self.registry.backends.items():
+            row = stored.get(name)
+            entry = {"loaded": True, "warmed_up": backend.warmed or (row is not None and row.status == "ready")}
+            if row is not None and row.status == "failed" and not backend.warmed:
+                entry["error"] = row.error
+            out[name] = entry
+        return out
+
+    # -- background work ---------------------------------------------------------
+    def start_background(self) -> None:
+        self._spawn("agentflow-cleaner", self._clean_loop)
+        if self.config.warmup_enabled:
+            self._spawn("agentflow-warmup", lambda: self.warmup(self.config.warmup_resources or None))
+
+    def _spawn(self, name: str, target) -> None:
+        thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    @staticmethod
+    def _guard(target):
+        def run():
+            try:
+                target()
+            except Exception:  # noqa: BLE001 - a background thread must log, not vanish
+                log.exception("background task failed")
+        return run
+
+    def _clean_loop(self) -> None:
+        while not self._stop.wait(self.config.cleanup_interval):
+            try:
+                ended = self.sessions.cleanup_expired()
+                if ended:
+                    log.info("cleaned %d expired session(s)", ended)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("session cleanup failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.registry.close()
+        self.writer.close()
+        for engine in self._engines:
+            engine.dispose()

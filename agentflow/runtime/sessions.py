@@ -1,0 +1,352 @@
+"""Sessions: one live session per (worker, resource), kept in the database so that
+every server process sees the same ones; per-session files live in a workspace folder."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..db import isoformat, utcnow
+from ..db.models import (
+    SESSION_ACTIVE,
+    SESSION_CLOSING,
+    SESSION_DESTROYED,
+    SESSION_EXPIRED,
+    SESSION_FAILED,
+    SESSION_STARTING,
+    SandboxSession,
+)
+from ..tools.base import SessionFailed, SessionInfo
+from .errors import SessionError
+from .registry import ToolRegistry
+from .writer import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+_LIVE = (SESSION_STARTING, SESSION_ACTIVE)
+_STALE_START_SECONDS = 180.0
+_STALE_CLOSE_SECONDS = 120.0
+
+
+def session_view(row: SandboxSession) -> dict:
+    """The public description of a session (list/create/destroy/refresh answers)."""
+    return {
+        "session_id": row.id,
+        "session_name": row.session_name,
+        "resource_type": row.resource_type,
+        "status": row.status,
+        "temporary": row.temporary,
+        "created_at": isoformat(row.created_at),
+        "last_activity": isoformat(row.last_activity),
+        "expires_at": isoformat(row.expires_at),
+    }
+
+
+class SessionManager:
+    def __init__(
+        self,
+        read: sessionmaker[Session],
+        writer: GroupCommitter,
+        registry: ToolRegistry,
+        workspaces: Path,
+        ttl: float,
+    ):
+        self._read = read
+        self._writer = writer
+        self._registry = registry
+        self._workspaces = workspaces
+        self.ttl = dt.timedelta(seconds=ttl)
+
+    # -- create ------------------------------------------------------------------
+    def create(self, worker_id: str, resource_type: str, config: dict | None = None,
+               custom_name: str | None = None) -> tuple[dict, bool]:
+        """Create the worker's session on a resource, or return the live one.
+
+        Returns:
+            (session view, created) — ``created`` is False when it already existed.
+        Raises:
+            ParameterError: unknown resource type.
+            SessionError: the backend could not start the session.
+        """
+        backend = self._registry.backend(resource_type)
+        self._registry.ensure_ready(resource_type)
+        while True:
+            outcome = self._writer.write(lambda s: self._reserve(s, worker_id, resource_type, config, custom_name))
+            kind, row = outcome
+            if kind == "existing":
+                return session_view(row), False
+            if kind == "wait":
+                row = self._wait_started(row.id)
+                if row is not None:
+                    return session_view(row), False
+                continue
+            if kind == "stale":
+                self._end(row, SESSION_EXPIRED, "idle for longer than the session ttl")
+                continue
+            break
+        info = self.info(row)
+        info.workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            backend.create_session(info)
+        except Exception as err:  # noqa: BLE001 - any start failure is a 1003, never "live"
+            reason = str(err) if isinstance(err, SessionFailed) else f"{type(err).__name__}: {err}"
+            log.warning("session %s failed to start: %s", row.id, reason)
+            self._finish_row(row.id, SESSION_FAILED, reason)
+            shutil.rmtree(info.workspace, ignore_errors=True)
+            raise SessionError(f"session for resource '{resource_type}' failed to start: {reason}") from err
+        row = self._writer.write(lambda s: self._activate(s, row.id, info.state))
+        return session_view(row), True
+
+    def _reserve(self, s: Session, worker_id, resource_type, config, custom_name):
+        live = s.scalars(
+            select(SandboxSession).where(
+                SandboxSession.worker_id == worker_id,
+                SandboxSession.resource_type == resource_type,
+                SandboxSession.status.in_(_LIVE),
+            )
+        ).first()
+        now = utcnow()
+        if live is not None:
+            if live.status == SESSION_STARTING:
+                return "wait", live
+            if live.expires_at > now:
+                return "existing", live
+            live.status = SESSION_CLOSING
+            return "stale", live
+        count = s.scalar(
+            select(func.count()).select_from(SandboxSession).where(
+                SandboxSession.worker_id == worker_id, SandboxSession.resource_type == resource_type
+            )
+        )
+        session_id = f"{resource_type}_{worker_id}_{count + 1:03d}"
+        if s.get(SandboxSession, session_id) is not None:  # ids taken out of order
+            session_id = f"{session_id}_{uuid.uuid4().hex[:6]}"
+        row = SandboxSession(
+            id=session_id,
+            worker_id=worker_id,
+            resource_type=resource_type,
+            session_name=custom_name or session_id,
+            status=SESSION_STARTING,
+            temporary=False,
+            config=config or {},
+            state={},
+            workspace=str(self._workspaces / session_id),
+            created_at=now,
+            last_activity=now,
+            expires_at=now + self.ttl,
+            expiry_reported=False,
+        )
+        s.add(row)
+        s.flush()
+        return "new", row
+
+    def _activate(self, s: Session, session_id: str, state: dict) -> SandboxSession:
+        row = s.get(SandboxSession, session_id)
+        now = utcnow()
+        row.status, row.state, row.last_activity, row.expires_at = SESSION_ACTIVE, state, now, now + self.ttl
+        return row
+
+    def _wait_started(self, session_id: str, limit: float = 120.0) -> SandboxSession | None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            with self._read() as s:
+                row = s.get(SandboxSession, session_id)
+                if row is None or row.status != SESSION_STARTING:
+                    return row if row is not None and row.status == SESSION_ACTIVE else None
+            time.sleep(0.05)
+        raise SessionError(f"session {session_id} is still starting after {limit:.0f} s")
+
+    # -- use ---------------------------------------------------------------------
+    def for_call(self, worker_id: str, resource_type: str) -> SandboxSession | None:
+        """The worker's live session on this resource, or None (the call gets a
+        temporary one).
+
+        Raises:
+            SessionError: the session expired and the worker has not been told yet.
+        """
+        with self._read() as s:
+            row = s.scalars(
+                select(SandboxSession)
+                .where(SandboxSession.worker_id == worker_id, SandboxSession.resource_type == resource_type)
+                .order_by(SandboxSession.created_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        if row.status == SESSION_STARTING:
+            row = self._wait_started(row.id)
+            return row
+        now = utcnow()
+        if row.status == SESSION_ACTIVE and row.expires_at > now:
+            return row
+        if row.status == SESSION_ACTIVE:  # expired but not cleaned yet: clean it now
+            self.expire(row.id)
+            row.status = SESSION_EXPIRED
+        if row.status == SESSION_EXPIRED and not row.expiry_reported:
+            self._writer.write(lambda s: s.execute(
+                update(SandboxSession).where(SandboxSession.id == row.id).values(expiry_reported=True)))
+            raise SessionError(
+                f"session {row.id} expired at {isoformat(row.expires_at)} after being idle longer than the "
+                f"session ttl ({self.ttl.total_seconds():g} s); its state is gone. Create a new session "
+                "(or call again to run in a temporary one)",
+                {"session_id": row.id, "expired_at": isoformat(row.expires_at)},
+            )
+        return None
+
+    def temporary(self, worker_id: str, resource_type: str) -> SessionInfo:
+        """Start a session that lives for one call (no database row)."""
+        session_id = f"tmp_{resource_type}_{worker_id}_{uuid.uuid4().hex[:8]}"
+        info = SessionInfo(session_id, worker_id, resource_type, self._workspaces / session_id, {}, {}, True)
+        info.workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            self._registry.backend(resource_type).create_session(info)
+        except Exception as err:  # noqa: BLE001 - reported as 1003
+            shutil.rmtree(info.workspace, ignore_errors=True)
+            raise SessionError(f"temporary session for '{resource_type}' failed to start: {err}") from err
+        return info
+
+    def end_temporary(self, info: SessionInfo) -> None:
+        self._stop_backend(info)
+
+    def info(self, row: SandboxSession) -> SessionInfo:
+        return SessionInfo(row.id, row.worker_id, row.resource_type, Path(row.workspace),
+                           dict(row.config or {}), dict(row.state or {}), row.temporary)
+
+    def touch_fn(self, session_id: str, state: dict | None) -> Callable[[Session], None]:
+        """A write that extends the session's life (and saves changed state); for the
+        same transaction as the call's audit row."""
+
+        def touch(s: Session) -> None:
+            now = utcnow()
+            values = {"last_activity": now, "expires_at": now + self.ttl}
+            if state is not None:
+                values["state"] = state
+            s.execute(update(SandboxSession).where(
+                SandboxSession.id == session_id, SandboxSession.status == SESSION_ACTIVE).values(**values))
+
+        return touch
+
+    def near_expiry(self, row: SandboxSession, seconds: float) -> bool:
+        return row.expires_at - utcnow() < dt.timedelta(seconds=seconds)
+
+    # -- end ---------------------------------------------------------------------
+    def destroy(self, worker_id: str, resource_type: str) -> dict:
+        self._registry.backend(resource_type)
+        row = self._writer.write(lambda s: self._claim_live(s, worker_id, resource_type))
+        if row is None:
+            raise SessionError(f"worker '{worker_id}' has no live session on resource '{resource_type}'")
+        return session_view(self._end(row, SESSION_DESTROYED, "destroyed by request"))
+
+    def _claim_live(self, s: Session, worker_id: str, resource_type: str) -> SandboxSession | None:
+        row = s.scalars(select(SandboxSession).where(
+            SandboxSession.worker_id == worker_id,
+            SandboxSession.resource_type == resource_type,
+            SandboxSession.status == SESSION_ACTIVE,
+        )).first()
+        if row is not None:
+            row.status = SESSION_CLOSING
+        return row
+
+    def expire(self, session_id: str) -> bool:
+        """End an expired session if no other process has claimed it first."""
+        def claim(s: Session):
+            res = s.execute(update(SandboxSession).where(
+                SandboxSession.id == session_id, SandboxSession.status == SESSION_ACTIVE,
+                SandboxSession.expires_at <= utcnow()).values(status=SESSION_CLOSING))
+            return s.get(SandboxSession, session_id) if res.rowcount == 1 else None
+
+        row = self._writer.write(claim)
+        if row is None:
+            return False
+        self._end(row, SESSION_EXPIRED, "idle for longer than the session ttl")
+        return True
+
+    def _end(self, row: SandboxSession, status: str, reason: str) -> SandboxSession:
+        self._stop_backend(self.info(row))
+        return self._finish_row(row.id, status, reason)
+
+    def _stop_backend(self, info: SessionInfo) -> None:
+        backend = self._registry.backends.get(info.resource_type)
+        try:
+            if backend is not None:
+                backend.destroy_session(info)
+        except Exception:  # noqa: BLE001 - the workspace still goes
+            log.exception("destroying session %s failed", info.session_id)
+        shutil.rmtree(info.workspace, ignore_errors=True)
+
+    def _finish_row(self, session_id: str, status: str, reason: str) -> SandboxSession:
+        def finish(s: Session) -> SandboxSession:
+            row = s.get(SandboxSession, session_id)
+            row.status, row.ended_at, row.end_reason = status, utcnow(), reason
+            return row
+
+        return self._writer.write(finish)
+
+    # -- list / refresh ----------------------------------------------------------
+    def list(self, worker_id: str) -> list[dict]:
+        with self._read() as s:
+            rows = s.scalars(select(SandboxSession).where(
+                SandboxSession.worker_id == worker_id, SandboxSession.status == SESSION_ACTIVE,
+                SandboxSession.expires_at > utcnow()).order_by(SandboxSession.created_at)).all()
+        return [session_view(r) for r in rows]
+
+    def refresh(self, worker_id: str, resource_type: str | None = None) -> list[dict]:
+        if resource_type is not None:
+            self._registry.backend(resource_type)
+
+        def extend(s: Session) -> list[SandboxSession]:
+            now = utcnow()
+            q = select(SandboxSession).where(SandboxSession.worker_id == worker_id,
+                                             SandboxSession.status == SESSION_ACTIVE,
+                                             SandboxSession.expires_at > now)
+            if resource_type is not None:
+                q = q.where(SandboxSession.resource_type == resource_type)
+            rows = s.scalars(q).all()
+            for row in rows:
+                row.last_activity, row.expires_at = now, now + self.ttl
+            return rows
+
+        rows = self._writer.write(extend)
+        if resource_type is not None and not rows:
+            raise SessionError(f"worker '{worker_id}' has no live session on resource '{resource_type}'")
+        return [session_view(r) for r in rows]
+
+    # -- housekeeping ------------------------------------------------------------
+    def cleanup_expired(self) -> int:
+        """End every expired session and repair sessions left half-started or
+        half-closed by a process that died. Safe to run in every process at once."""
+        now = utcnow()
+        with self._read() as s:
+            expired = s.scalars(select(SandboxSession.id).where(
+                SandboxSession.status == SESSION_ACTIVE, SandboxSession.expires_at <= now)).all()
+            stale = s.scalars(select(SandboxSession).where(
+                (SandboxSession.status == SESSION_STARTING)
+                & (SandboxSession.last_activity < now - dt.timedelta(seconds=_STALE_START_SECONDS))
+                | (SandboxSession.status == SESSION_CLOSING)
+                & (SandboxSession.last_activity < now - dt.timedelta(seconds=_STALE_CLOSE_SECONDS))
+                & (SandboxSession.expires_at < now - dt.timedelta(seconds=_STALE_CLOSE_SECONDS)))).all()
+        ended = sum(1 for sid in expired if self.expire(sid))
+        for row in stale:
+            self._end(row, SESSION_FAILED, f"left {row.status} by a server process that stopped")
+        return ended + len(stale)
+
+    def end_all(self, reason: str) -> int:
+        """End every live session (server shutdown with cleanup)."""
+        def claim_all(s: Session) -> list[SandboxSession]:
+            rows = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_ACTIVE)).all()
+            for row in rows:
+                row.status = SESSION_CLOSING
+            return rows
+
+        rows = self._writer.write(claim_all)
+        for row in rows:
+            self._end(row, SESSION_DESTROYED, reason)
+        return len(rows)

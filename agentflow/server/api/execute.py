@@ -1,0 +1,55 @@
+"""POST /execute and /execute/batch."""
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from ..envelope import envelope, load_body, request_id, runtime
+from ..middleware import idempotent
+from ..schemas import BatchBody, ExecuteBody
+
+bp = Blueprint("execute", __name__)
+_execute_body, _batch_body = ExecuteBody(), BatchBody()
+
+
+@bp.post("/execute")
+@idempotent("execute")
+def execute():
+    body = load_body(_execute_body)
+    rt = runtime()
+    final_write = None
+    if g.get("idempotent"):
+        rid = request_id()
+        final_write = lambda env: rt.requests.finish_fn(rid, 200, env)  # noqa: E731
+        g.answer_stored = True
+    result = rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
+                                 timeout=body["timeout"], trace_id=body["trace_id"], request_id=request_id(),
+                                 final_write=final_write)
+    return result, 200
+
+
+@bp.post("/execute/batch")
+@idempotent("execute/batch")
+def execute_batch():
+    body = load_body(_batch_body)
+    rt = runtime()
+    rid = request_id() if g.get("idempotent") else None
+    item_replay = item_final = None
+    if rid:
+        # Each item keeps its own record, so a batch retried after its worker died
+        # replays the items that finished and runs only the rest.
+        def item_replay(i):
+            replay = rt.requests.begin(f"{rid}#{i}", "execute/batch/item", wait_limit=900)
+            return replay.body if replay else None
+
+        def item_final(i):
+            return lambda env: rt.requests.finish_fn(f"{rid}#{i}", 200, env)
+
+    data = rt.executor.execute_batch(worker_id=body["worker_id"], actions=body["actions"],
+                                     parallel=body["parallel"], stop_on_error=body["stop_on_error"],
+                                     trace_id=body["trace_id"], request_id=rid,
+                                     item_replay=item_replay, item_final_write=item_final)
+    failures = [r for r in data["results"] if r["code"] != 0]
+    code = failures[0]["code"] if failures else 0
+    message = "success" if not failures else f"{len(failures)} of {data['executed']} call(s) failed; first: " \
+        f"{failures[0]['message']}"
+    return envelope(data, code, message, tool="batch", trace_id=data["results"][0]["meta"]["trace_id"]), 200

@@ -1,0 +1,44 @@
+"""The application factory: the only place a Flask app is built."""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+
+from flask import Flask
+
+from ..config import ServerConfig, load_server_config
+from ..runtime import Runtime
+from . import errors, middleware
+from .api import BLUEPRINTS
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: ServerConfig | None = None, *, migrate: bool = True, background: bool = True) -> Flask:
+    """Build the AgentFlow server app.
+
+    Args:
+        config: server config; default: ``AGENTFLOW_CONFIG`` (a file) or built-in defaults.
+        migrate: run Alembic migrations first (safe to do from every process).
+        background: start the session cleaner and configured warmup threads.
+
+    Raises:
+        ConfigError, BackendConfigError, DatabaseError: the server cannot start as configured.
+    """
+    if config is None:
+        config = load_server_config(os.environ.get("AGENTFLOW_CONFIG") or None)
+    app = Flask("agentflow")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_request_bytes
+    app.config["JSON_SORT_KEYS"] = False
+    runtime = Runtime(config, migrate=migrate)
+    app.extensions["agentflow"] = runtime
+    errors.init_app(app)
+    middleware.init_app(app)
+    for bp in BLUEPRINTS:
+        app.register_blueprint(bp)
+        app.register_blueprint(bp, url_prefix="/api/v1" + (bp.url_prefix or ""), name=f"v1_{bp.name}")
+    if background:
+        runtime.start_background()
+    atexit.register(runtime.close)
+    return app

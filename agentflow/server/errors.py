@@ -1,0 +1,40 @@
+"""One place turns every failure into an envelope; tracebacks stay in the log."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from ..runtime.errors import ApiError
+from .envelope import envelope, json_response
+
+log = logging.getLogger(__name__)
+
+
+def api_error_response(err: ApiError):
+    return json_response(envelope(err.data, err.code, err.message), err.http_status)
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(err: ApiError):
+        return api_error_response(err)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(err):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return json_response(envelope({}, 1000, f"request body is larger than the limit of {limit} bytes"), 400)
+
+    @app.errorhandler(HTTPException)
+    def _http(err: HTTPException):
+        from flask import request
+
+        message = f"{err.code} {err.name}: no endpoint {request.method} {request.path}" if err.code in (404, 405) \
+            else f"{err.code} {err.name}: {err.description}"
+        return json_response(envelope({}, 1000, message), err.code or 400)
+
+    @app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error")
+        return json_response(envelope({}, 5000, "internal error; see the server log"), 500)

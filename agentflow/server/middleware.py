@@ -1,0 +1,75 @@
+"""Cross-cutting request handling: timing, bearer-token auth, idempotent POSTs."""
+from __future__ import annotations
+
+import functools
+import hmac
+import time
+
+from flask import Flask, g, request
+
+from ..runtime.errors import ApiError, Unauthorized
+from .envelope import json_response, request_id, runtime
+from .errors import api_error_response
+
+_OPEN_ENDPOINTS = {"admin.health", "v1_admin.health"}
+
+
+def authenticated() -> bool:
+    token = runtime().config.auth_token
+    if not token:
+        return False
+    given = request.headers.get("Authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())
+
+
+def init_app(app: Flask) -> None:
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        if runtime().config.auth_token and request.endpoint not in _OPEN_ENDPOINTS and not authenticated():
+            reason = "missing" if "Authorization" not in request.headers else "wrong"
+            raise Unauthorized(f"{reason} bearer token: send 'Authorization: Bearer <token>' "
+                               "(the token set by AGENTFLOW_API_TOKEN or server.auth_token)")
+
+
+def idempotent(endpoint: str, wait_limit: float = 900.0):
+    """Answer a retried POST (same ``X-Request-ID``) with the stored response.
+
+    The view returns ``(body, status)``; a view that stores the answer itself (inside
+    the transaction of its audit row) sets ``g.answer_stored``.
+    """
+
+    def wrap(view):
+        @functools.wraps(view)
+        def run(*args, **kwargs):
+            rid = request.headers.get("X-Request-ID")
+            if not rid:
+                body, status = view(*args, **kwargs)
+                return json_response(body, status)
+            if len(rid) > 200:
+                rid = rid[:200]
+            g.request_id = rid
+            log = runtime().requests
+            replay = log.begin(rid, endpoint, wait_limit)
+            if replay is not None:
+                return json_response(replay.body, replay.http_status)
+            g.idempotent = True
+            try:
+                body, status = view(*args, **kwargs)
+            except ApiError as err:
+                response = api_error_response(err)
+                log.finish(rid, err.http_status, response.get_json())
+                return response
+            except BaseException:
+                log.release(rid)
+                raise
+            if not g.get("answer_stored"):
+                log.finish(rid, status, body)
+            return json_response(body, status)
+
+        return run
+
+    return wrap
+
+
+__all__ = ["authenticated", "idempotent", "init_app", "request_id"]

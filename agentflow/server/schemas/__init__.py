@@ -1,0 +1,109 @@
+"""Request and response bodies: the contract of the HTTP API (and of /openapi.json)."""
+from __future__ import annotations
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+_ID = validate.Length(min=1, max=200)
+
+
+class _Body(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ExecuteBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID, metadata={"description": "Caller's worker id"})
+    action = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                           metadata={"description": "Tool name, e.g. bash:run (aliases bash-run, bash_run)"})
+    params = fields.Dict(load_default=dict, metadata={"description": "Tool parameters (JSON Schema in GET /tools)"})
+    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    trace_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+
+class BatchItem(_Body):
+    action = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    params = fields.Dict(load_default=dict)
+    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+
+
+class BatchBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID)
+    actions = fields.List(fields.Nested(BatchItem), required=True, validate=validate.Length(min=1, max=256))
+    parallel = fields.Boolean(load_default=False)
+    stop_on_error = fields.Boolean(load_default=True)
+    trace_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+
+class SessionCreateBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID)
+    resource_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    config = fields.Dict(load_default=None, allow_none=True)
+    session_config = fields.Dict(load_default=None, allow_none=True,
+                                 metadata={"description": "Older name of `config`"})
+    custom_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+    @validates_schema
+    def _one_config(self, data, **_):
+        if data.get("config") is not None and data.get("session_config") is not None:
+            raise ValidationError("give either 'config' or 'session_config', not both", "config")
+
+
+class SessionDestroyBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID)
+    resource_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class SessionListBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID)
+
+
+class SessionRefreshBody(_Body):
+    worker_id = fields.String(required=True, validate=_ID)
+    resource_type = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+
+
+class WarmupBody(_Body):
+    backends = fields.List(fields.String(), load_default=None, allow_none=True)
+    resources = fields.List(fields.String(), load_default=None, allow_none=True,
+                            metadata={"description": "Older name of `backends`"})
+
+
+class ShutdownBody(_Body):
+    force = fields.Boolean(load_default=False)
+    cleanup_sessions = fields.Boolean(load_default=True)
+
+
+class ToolsQuery(_Body):
+    include_hidden = fields.Boolean(load_default=False)
+    format = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["openai", "default"]))
+
+
+# -- responses (documentation and schema checks) -------------------------------------
+class Meta(Schema):
+    tool = fields.String(allow_none=True)
+    resource_type = fields.String(allow_none=True)
+    session_id = fields.String(allow_none=True)
+    execution_time_ms = fields.Float()
+    trace_id = fields.String(allow_none=True)
+    request_id = fields.String()
+    temporary_session = fields.Boolean()
+    replayed = fields.Boolean()
+
+
+class Envelope(Schema):
+    code = fields.Integer(required=True, metadata={"description": "0 success; 1xxx request errors; 2xxx tool errors; 5000 internal"})
+    message = fields.String(required=True)
+    data = fields.Dict(required=True)
+    meta = fields.Nested(Meta, required=True)
+
+
+class Health(Schema):
+    status = fields.String(required=True)
+    version = fields.String(required=True)
+
+
+BODIES = {
+    "ExecuteBody": ExecuteBody, "BatchBody": BatchBody, "SessionCreateBody": SessionCreateBody,
+    "SessionDestroyBody": SessionDestroyBody, "SessionListBody": SessionListBody,
+    "SessionRefreshBody": SessionRefreshBody, "WarmupBody": WarmupBody, "ShutdownBody": ShutdownBody,
+}

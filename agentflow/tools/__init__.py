@@ -1,0 +1,46 @@
+"""Tool backends, one module per resource type. Backends never import Flask.
+
+``BACKENDS`` maps a resource type to its backend class (imported on first use, so an
+optional backend's dependencies are only needed when it is enabled).
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import Backend, BackendContext, ToolContext, ToolError, ToolTimeout, tool
+
+BACKENDS: dict[str, str] = {
+    "bash": "agentflow.tools.bash:BashBackend",
+    "diag": "agentflow.tools.diag:DiagBackend",
+}
+
+# Enabled when a server runs without a config file: every backend that works offline
+# with what ships in the repository.
+DEFAULT_RESOURCES: list[str] = ["bash", "diag"]
+
+
+class UnknownResource(KeyError):
+    """No backend is known under this resource type."""
+
+
+def backend_class(resource_type: str) -> type[Backend]:
+    try:
+        target = BACKENDS[resource_type]
+    except KeyError:
+        raise UnknownResource(resource_type) from None
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_RESOURCES",
+    "Backend",
+    "BackendContext",
+    "ToolContext",
+    "ToolError",
+    "ToolTimeout",
+    "UnknownResource",
+    "backend_class",
+    "tool",
+]

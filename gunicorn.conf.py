@@ -1,0 +1,24 @@
+"""gunicorn settings for ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+The same defaults serve ``agentflow serve``; see agentflow/server/gunicorn_app.py.
+"""
+import os
+
+from agentflow.server.gunicorn_app import DEFAULT_THREADS, DEFAULT_WORKERS, post_fork  # noqa: F401
+
+bind = os.environ.get("AGENTFLOW_BIND", "127.0.0.1:18890")
+workers = int(os.environ.get("AGENTFLOW_WORKERS", DEFAULT_WORKERS))
+threads = int(os.environ.get("AGENTFLOW_THREADS", DEFAULT_THREADS))
+worker_class = "gthread"
+timeout = 0
+graceful_timeout = 20
+keepalive = 75
+
+
+def on_starting(server):
+    """Migrate once in the master, before any worker opens the database."""
+    from agentflow.config import load_server_config
+    from agentflow.db import upgrade
+
+    cfg = load_server_config(os.environ.get("AGENTFLOW_CONFIG") or None)
+    upgrade(cfg.effective_database_url, lock_dir=cfg.data_dir)
