@@ -74,7 +74,7 @@ RESOURCE_ALIASES = {"websearch": "web", "search": "web", "python": "code", "sql"
 _SERVER_KEYS = {
     "host", "port", "url", "session_ttl", "auth_token", "database_url", "data_dir",
     "max_request_bytes", "max_output_bytes", "max_call_timeout", "cleanup_interval",
-    "roots", "workers", "threads", "log_level",
+    "roots", "workers", "threads", "log_level", "workspace_dir",
 }
 _TOP_KEYS = {"server", "resources", "apis", "warmup", "$schema"}
 
@@ -94,6 +94,8 @@ class ServerConfig:
     max_call_timeout: float = 600.0
     cleanup_interval: float = 10.0
     roots: list[Path] = dataclasses.field(default_factory=list)
+    workspace_dir: Path | None = None
+    """Where session workspaces live (default: ``<data_dir>/workspaces``)."""
     workers: int | None = None
     threads: int | None = None
     log_level: str = "info"
@@ -165,7 +167,7 @@ def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
                 raise ConfigError(f"{path}: server.{key} must be a number, got {value!r}") from None
             if value <= 0:
                 raise ConfigError(f"{path}: server.{key} must be positive, got {value!r}")
-        elif key == "data_dir":
+        elif key in ("data_dir", "workspace_dir"):
             value = Path(value)
         elif key == "roots":
             if not isinstance(value, list):

@@ -6,6 +6,8 @@ full picture); each feature keeps its models in its own module here.
 from .base import Base, isoformat, utcnow
 from .engine import DatabaseError, default_database_url, make_engine, make_session_factory, upgrade
 from . import models  # noqa: F401  (registers the server tables)
+from . import rollout  # noqa: F401  (registers the rollout tables)
+from . import web_cache  # noqa: F401
 
 __all__ = [
     "Base",

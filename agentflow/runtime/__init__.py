@@ -4,7 +4,10 @@ One :class:`Runtime` per server process, built after the fork.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -39,6 +42,30 @@ def default_roots(config: ServerConfig) -> list[Path]:
     return roots
 
 
+def workspace_root(config: ServerConfig) -> Path:
+    """The folder for session workspaces.
+
+    Commands of a root server run under per-session uids, which must be able to reach
+    their workspace by its absolute path. When a parent of the default folder is closed
+    to other users (e.g. a data dir under /root), workspaces go under /tmp instead.
+    """
+    root = (config.workspace_dir or config.data_dir / "workspaces").resolve()
+    if os.geteuid() != 0 or config.workspace_dir is not None:
+        return root
+    if all(os.stat(p).st_mode & 0o001 for p in root.parents if p.exists()):
+        return root
+    digest = hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]
+    fallback = Path(tempfile.gettempdir()) / f"agentflow-workspaces-{digest}"
+    log.info("workspaces go to %s: a parent of %s is closed to session users", fallback, root)
+    return fallback
+
+
+def _prepare_workspace_root(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chmod(root, 0o711)  # session users may enter their own folder, not list others
+
+
 class Runtime:
     """Everything one server process needs. Raises BackendConfigError or DatabaseError
     when the configuration cannot work."""
@@ -56,8 +83,9 @@ class Runtime:
         context = BackendContext(data_dir=config.data_dir, roots=default_roots(config),
                                  session_factory=self.write, project_dir=config.project_dir)
         self.registry = ToolRegistry(config, context)
-        self.sessions = SessionManager(self.read, self.writer, self.registry,
-                                       config.data_dir / "workspaces", config.session_ttl)
+        workspaces = workspace_root(config)
+        _prepare_workspace_root(workspaces)
+        self.sessions = SessionManager(self.read, self.writer, self.registry, workspaces, config.session_ttl)
         self.executor = Executor(self.registry, self.sessions, self.writer,
                                  config.max_output_bytes, config.max_call_timeout)
         self.requests = RequestLog(self.read, self.writer, stale_after=config.max_call_timeout + 60)

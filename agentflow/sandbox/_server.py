@@ -93,7 +93,8 @@ class LocalServer:
                 self.stop(remove_log=False)
                 raise SandboxServerStartError(
                     f"the sandbox server exited with code {code} during startup "
-                    f"(command: {' '.join(self.command)}); last log lines from {self.log_path}:\n{self.tail()}"
+                    f"(command: {' '.join(self.command)}); last log lines from {self.log_path}:\n{self.tail()}",
+                    data={"log_path": self.log_path, "exit_code": code},
                 )
             if is_up():
                 return
@@ -101,7 +102,8 @@ class LocalServer:
                 self.stop(remove_log=False)
                 raise SandboxServerStartError(
                     f"the sandbox server did not answer /health on {self.host}:{self.port} within "
-                    f"{startup_timeout:g} s and was stopped; last log lines from {self.log_path}:\n{self.tail()}"
+                    f"{startup_timeout:g} s and was stopped; last log lines from {self.log_path}:\n{self.tail()}",
+                    data={"log_path": self.log_path},
                 )
             time.sleep(0.1)
 

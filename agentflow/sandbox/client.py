@@ -68,18 +68,21 @@ class HTTPClientConfig:
             connections and HTTP 502/503/504. ``0`` disables retries.
         api_token: Bearer token; defaults to the ``AGENTFLOW_API_TOKEN`` environment
             variable.
-        connect_timeout: Seconds to wait for a TCP connection. Defaults to
-            ``timeout / (max_retries + 1)`` capped at 10 s, so that a server that
-            is down is reported within about ``timeout``.
+        connect_timeout: Seconds for one TCP connection attempt (default: see below).
         backoff_factor: Retry *n* (n ≥ 2) sleeps ``backoff_factor * 2**(n-1)`` s;
             the first retry is immediate.
         backoff_jitter: Up to this many random seconds are added to each backoff.
-        backoff_max: Upper bound of one backoff sleep.
+        backoff_max: Upper bound of one backoff sleep (default: see below).
         pool_maxsize: Connections kept alive per host (≥ the number of threads that
             share the client).
         trust_env: Read proxies and ``.netrc`` from the environment (off by default:
             the sandbox is usually on loopback or in the same cluster, and reading
             the environment costs time on every call).
+
+    Unless ``connect_timeout`` and ``backoff_max`` are set, connection attempts and
+    backoff sleeps share the ``timeout`` budget: each gets at most
+    ``timeout / (2 * (max_retries + 1))`` (connect ≤ 10 s, sleep ≤ 4 s), so a server
+    that is down is reported within about ``timeout``.
     """
 
     base_url: str = DEFAULT_SERVER_URL
@@ -89,7 +92,7 @@ class HTTPClientConfig:
     connect_timeout: float | None = None
     backoff_factor: float = 0.25
     backoff_jitter: float = 0.1
-    backoff_max: float = 4.0
+    backoff_max: float | None = None
     pool_maxsize: int = 64
     trust_env: bool = False
 
@@ -103,11 +106,22 @@ class HTTPClientConfig:
             raise ValueError("timeout must be > 0")
 
     @property
+    def _share(self) -> float:
+        return self.timeout / (2 * (self.max_retries + 1))
+
+    @property
     def effective_connect_timeout(self) -> float:
         """The connect timeout actually used (see ``connect_timeout``)."""
         if self.connect_timeout is not None:
             return self.connect_timeout
-        return max(0.05, min(10.0, self.timeout / (self.max_retries + 1)))
+        return max(0.05, min(10.0, self._share))
+
+    @property
+    def effective_backoff_max(self) -> float:
+        """The longest backoff sleep actually used (see ``backoff_max``)."""
+        if self.backoff_max is not None:
+            return self.backoff_max
+        return min(4.0, self._share)
 
 
 class _Retry(Retry):
@@ -163,7 +177,7 @@ class HTTPServiceClient:
             status_forcelist=_RETRY_STATUSES,
             backoff_factor=config.backoff_factor,
             backoff_jitter=config.backoff_jitter,
-            backoff_max=config.backoff_max,
+            backoff_max=config.effective_backoff_max,
             raise_on_status=False,
             respect_retry_after_header=False,
         )
@@ -300,6 +314,7 @@ class HTTPServiceClient:
         actions: list[dict],
         parallel: bool = False,
         stop_on_error: bool = True,
+        trace_id: str | None = None,
     ) -> dict:
         """``POST /execute/batch``: run several tools in one request.
 
@@ -308,12 +323,17 @@ class HTTPServiceClient:
             actions: ``[{"action": ..., "params": {...}, "timeout": ...}, ...]``.
             parallel: Run the actions concurrently.
             stop_on_error: Stop at the first failure (sequential mode).
+            trace_id: Correlates the calls with a rollout trajectory.
 
         Returns:
             The envelope; ``data.results`` holds one envelope per executed action.
             Failures of single actions are results, not exceptions.
         """
-        body = {"worker_id": worker_id, "actions": list(actions), "parallel": parallel, "stop_on_error": stop_on_error}
+        body: dict[str, Any] = {
+            "worker_id": worker_id, "actions": list(actions), "parallel": parallel, "stop_on_error": stop_on_error,
+        }
+        if trace_id is not None:
+            body["trace_id"] = trace_id
         timeouts = [a.get("timeout") or 0 for a in actions if isinstance(a, dict)]
         longest = max(timeouts) if parallel and timeouts else sum(timeouts)
         read_timeout = self._read_timeout(longest or None)

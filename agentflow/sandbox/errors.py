@@ -77,8 +77,9 @@ class SandboxTimeoutError(SandboxConnectionError):
 
 class SandboxServerStartError(SandboxError):
     """``auto_start_server=True`` could not start a local server, or it did not answer
-    ``/health`` in time. The message ends with the server's last log lines. Retrying
-    is safe once the cause (port in use, bad config) is fixed."""
+    ``/health`` in time. The message ends with the server's last log lines and
+    ``data["log_path"]`` names the full log (kept on failure). Retrying is safe once
+    the cause (port in use, bad config) is fixed."""
 
 
 class SandboxAuthError(SandboxError):

@@ -55,12 +55,12 @@ def _get_executor() -> ThreadPoolExecutor:
     return _executor
 
 
-async def _in_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run ``func(*args)`` on the shared pool (like ``asyncio.to_thread``, but the
+async def _in_thread(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``func(*args, **kwargs)`` on the shared pool (like ``asyncio.to_thread``, but the
     pool is large enough for many concurrent agents: the default one has
     ``cpu_count + 4`` threads)."""
     loop = asyncio.get_running_loop()
-    call = functools.partial(contextvars.copy_context().run, func, *args)
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
     return await loop.run_in_executor(_get_executor(), call)
 
 
@@ -173,11 +173,11 @@ class Sandbox:
         Sandbox can be started again afterwards."""
         with self._lock:
             self._started = False
+            self._client.close()  # first: an idle keep-alive connection delays a graceful stop
             if self._finalizer is not None:
                 self._finalizer()  # runs LocalServer.stop once
                 self._finalizer = None
             self._server = None
-            self._client.close()
 
     async def start(self) -> "Sandbox":
         """Async :meth:`start_sync`."""
@@ -202,7 +202,9 @@ class Sandbox:
     def _is_up(self) -> bool:
         """One quick ``/health`` probe, without retries."""
         try:
-            resp = requests.get(self.server_url + "/health", timeout=min(2.0, self.timeout))
+            with requests.Session() as probe:
+                probe.trust_env = self._client.config.trust_env
+                resp = probe.get(self.server_url + "/health", timeout=min(2.0, self.timeout))
         except requests.RequestException:
             return False
         return resp.status_code == 200
@@ -214,13 +216,16 @@ class Sandbox:
 
     # ------------------------------------------------------------------ sync API
 
-    def execute_sync(self, action: str, params: dict | None = None, timeout: float | None = None) -> dict:
+    def execute_sync(
+        self, action: str, params: dict | None = None, timeout: float | None = None, *, trace_id: str | None = None
+    ) -> dict:
         """Run one tool as this worker.
 
         Args:
             action: Tool name (``bash:run``; aliases like ``bash-run`` work too).
             params: Tool parameters.
             timeout: Tool timeout in seconds (server default when omitted).
+            trace_id: Correlates the call with a trajectory (one is made when omitted).
 
         Returns:
             The envelope ``{code, message, data, meta}``. ``code`` 2001 (the tool
@@ -231,12 +236,15 @@ class Sandbox:
                 error (1003), malformed request (1000).
             SandboxAuthError, SandboxConnectionError, SandboxServerError.
         """
-        return self._ensure_started().execute(self.worker_id, action, params, timeout)
+        return self._ensure_started().execute(self.worker_id, action, params, timeout, trace_id)
 
-    def execute_batch_sync(self, actions: list[dict], parallel: bool = False, stop_on_error: bool = True) -> dict:
+    def execute_batch_sync(
+        self, actions: list[dict], parallel: bool = False, stop_on_error: bool = True, *, trace_id: str | None = None
+    ) -> dict:
         """Run several tools in one request (``[{"action", "params", "timeout"?}]``).
-        ``data.results`` holds one envelope per executed action."""
-        return self._ensure_started().execute_batch(self.worker_id, actions, parallel, stop_on_error)
+        ``data.results`` holds one envelope per executed action; the top ``code`` is
+        the first failure's (a failed item is a result, never an exception)."""
+        return self._ensure_started().execute_batch(self.worker_id, actions, parallel, stop_on_error, trace_id)
 
     def create_session_sync(self, resource: str, config: dict | None = None) -> dict:
         """Open this worker's session of ``resource`` (e.g. ``"bash"``). A session that
@@ -296,6 +304,7 @@ class Sandbox:
         result = self._ensure_started().shutdown(force, cleanup_sessions)
         with self._lock:
             self._started = False
+            self._client.close()  # let the server's graceful stop skip our keep-alive connections
             server = self._server
             if server is not None and not server.wait(15):
                 logger.warning("sandbox server did not exit after /shutdown; stopping it")
@@ -307,13 +316,17 @@ class Sandbox:
 
     # ------------------------------------------------------------------ async twins
 
-    async def execute(self, action: str, params: dict | None = None, timeout: float | None = None) -> dict:
+    async def execute(
+        self, action: str, params: dict | None = None, timeout: float | None = None, *, trace_id: str | None = None
+    ) -> dict:
         """Async :meth:`execute_sync`."""
-        return await _in_thread(self.execute_sync, action, params, timeout)
+        return await _in_thread(self.execute_sync, action, params, timeout, trace_id=trace_id)
 
-    async def execute_batch(self, actions: list[dict], parallel: bool = False, stop_on_error: bool = True) -> dict:
+    async def execute_batch(
+        self, actions: list[dict], parallel: bool = False, stop_on_error: bool = True, *, trace_id: str | None = None
+    ) -> dict:
         """Async :meth:`execute_batch_sync`."""
-        return await _in_thread(self.execute_batch_sync, actions, parallel, stop_on_error)
+        return await _in_thread(self.execute_batch_sync, actions, parallel, stop_on_error, trace_id=trace_id)
 
     async def create_session(self, resource: str, config: dict | None = None) -> dict:
         """Async :meth:`create_session_sync`."""

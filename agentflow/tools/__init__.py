@@ -12,11 +12,17 @@ from .base import Backend, BackendContext, ToolContext, ToolError, ToolTimeout, 
 BACKENDS: dict[str, str] = {
     "bash": "agentflow.tools.bash:BashBackend",
     "diag": "agentflow.tools.diag:DiagBackend",
+    "code": "agentflow.tools.code:CodeBackend",
+    "ds": "agentflow.tools.ds:DsBackend",
+    "rag": "agentflow.tools.rag:RagBackend",
+    "web": "agentflow.tools.web:WebBackend",
+    "text2sql": "agentflow.tools.text2sql:Text2SQLBackend",
+    "doc": "agentflow.tools.doc:DocBackend",
 }
 
 # Enabled when a server runs without a config file: every backend that works offline
 # with what ships in the repository.
-DEFAULT_RESOURCES: list[str] = ["bash", "diag"]
+DEFAULT_RESOURCES: list[str] = ["bash", "diag", "rag", "web", "code", "text2sql", "doc", "ds"]
 
 
 class UnknownResource(KeyError):

@@ -222,8 +222,8 @@ def _paragraphs_html(text: str) -> str:
         if not block.strip():
             continue
         lines = block.splitlines()
-        indented = all(line.startswith((" ", "\t")) or not line.strip() for line in lines)
-        if indented or block.lstrip().startswith(">>>"):
+        code = any(line.startswith((" ", "\t", ">>>")) or "   " in line.strip() for line in lines)
+        if code:
             out.append(f"<pre>{html.escape(block)}</pre>")
         else:
             out.append(f"<p>{html.escape(' '.join(line.strip() for line in lines))}</p>")

@@ -24,18 +24,17 @@ from .base import Backend, BackendConfigError, SessionInfo, ToolContext, ToolErr
 _STATE_DIR = ".agentflow"
 _UID_BASE, _UID_SPAN = 200_000, 100_000
 
-# The wrapper: limits, restore state, save it on any exit, then run the command.
+# The wrapper, run as ``bash -c WRAPPER bash STATE_DIR COMMAND``: limits, restore the
+# session's directory and exports, save them on any exit, then run the command. Only
+# builtins, so a call costs one process.
 _WRAPPER = r"""
-ulimit -t "$AF_CPU" -v "$AF_MEM" -f "$AF_FSIZE" -u "$AF_NPROC" 2>/dev/null
-if [ -f "$AF_STATE/env" ]; then . "$AF_STATE/env" 2>/dev/null; fi
-if [ -f "$AF_STATE/cwd" ]; then cd -- "$(cat "$AF_STATE/cwd")" 2>/dev/null || cd -- "$HOME"; fi
-__af_save() {
-  { pwd > "$AF_STATE/cwd.$$" && mv -f "$AF_STATE/cwd.$$" "$AF_STATE/cwd"; } 2>/dev/null
-  { export -p | grep -v -e '^declare -x AF_' -e '^declare -x OLDPWD' > "$AF_STATE/env.$$" \
-      && mv -f "$AF_STATE/env.$$" "$AF_STATE/env"; } 2>/dev/null
-}
+ulimit -t %(cpu)s -v %(mem)s -f %(fsize)s -u %(nproc)s 2>/dev/null
+__af_state=$1; __af_cmd=$2; shift 2
+if [ -f "$__af_state/env" ]; then . "$__af_state/env" 2>/dev/null; fi
+if [ -f "$__af_state/cwd" ]; then read -r __af_dir < "$__af_state/cwd"; cd -- "$__af_dir" 2>/dev/null || cd -- "$HOME"; fi
+__af_save() { { pwd > "$__af_state/cwd"; export -p > "$__af_state/env"; } 2>/dev/null; }
 trap __af_save EXIT
-eval "$AF_CMD"
+eval "$__af_cmd"
 """
 
 
@@ -53,11 +52,11 @@ class BashBackend(Backend):
         if run_as == "session" and os.geteuid() != 0:
             raise BackendConfigError("resource 'bash': run_as 'session' needs the server to run as root")
         self.run_as = run_as
-        self.limits = {
-            "AF_CPU": str(int(self.config.get("cpu_seconds", 600))),
-            "AF_MEM": str(int(self.config.get("memory_mb", 2048)) * 1024),
-            "AF_FSIZE": str(int(self.config.get("file_size_mb", 256)) * 2048),  # 512-byte blocks
-            "AF_NPROC": str(int(self.config.get("max_processes", 256))),
+        self.wrapper = _WRAPPER % {
+            "cpu": int(self.config.get("cpu_seconds", 600)),
+            "mem": int(self.config.get("memory_mb", 2048)) * 1024,
+            "fsize": int(self.config.get("file_size_mb", 256)) * 2048,  # 512-byte blocks
+            "nproc": int(self.config.get("max_processes", 256)),
         }
         self.shell = self.config.get("shell", shutil.which("bash") or "/bin/bash")
         self.extra_env = {str(k): str(v) for k, v in (self.config.get("env") or {}).items()}
@@ -88,7 +87,8 @@ class BashBackend(Backend):
     @tool(
         "run",
         "Run a bash command in your workspace and return its stdout, stderr and exit code. "
-        "The working directory and exported variables persist between calls of your session. "
+        "The working directory and exported variables persist between calls of your session; "
+        "background jobs end with the command unless started with `setsid`. "
         "Output is cut at a size limit (the full size is reported).",
         {
             "properties": {
@@ -107,15 +107,14 @@ class BashBackend(Backend):
         out_path, err_path = state / f"out.{call}", state / f"err.{call}"
         uid = session.state.get("uid")
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(session.workspace),
-               "LANG": os.environ.get("LANG", "C.UTF-8"), "TERM": "dumb", "AF_STATE": str(state),
-               "AF_CMD": command, **self.limits, **self.extra_env}
+               "LANG": os.environ.get("LANG", "C.UTF-8"), "TERM": "dumb", **self.extra_env}
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             if uid:
                 os.fchown(out.fileno(), uid, uid)
                 os.fchown(err.fileno(), uid, uid)
             proc = subprocess.Popen(
-                [self.shell, "--noprofile", "--norc", "-c", _WRAPPER],
+                [self.shell, "--noprofile", "--norc", "-c", self.wrapper, "bash", str(state), command],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=session.workspace, env=env,
                 start_new_session=True, close_fds=True,
                 **({"user": uid, "group": uid, "extra_groups": []} if uid else {}),
@@ -125,7 +124,9 @@ class BashBackend(Backend):
                 proc.wait(timeout=ctx.remaining)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _kill_group(proc)
+            # Like a closing terminal: whatever the command left in its process group
+            # ends with it (a fork bomb included). Daemons must detach with `setsid`.
+            _kill_group(proc)
         try:
             result = {
                 **_read_capped(out_path, "stdout", ctx.max_output_bytes),

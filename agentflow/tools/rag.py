@@ -88,16 +88,17 @@ def _positive_int(config: dict, key: str, default: int) -> int:
 
 
 def _fit_hits(hits: list[dict], budget: int) -> bool:
-    """Shorten hit texts in place so their total stays within ``budget`` bytes."""
-    total = sum(len(h["text"].encode()) + len(h["title"].encode()) + 100 for h in hits)
-    if total <= budget or not hits:
+    """Shorten hit texts in place so the hits' JSON stays within about ``budget`` bytes."""
+    if not hits or len(json.dumps(hits).encode()) <= budget:
         return False
-    share = max(200, budget // len(hits) - 100)
+    fixed = sum(len(json.dumps({**h, "text": ""}).encode()) + 45 for h in hits)
+    share = max(0, (budget - fixed) // len(hits))
     for hit in hits:
-        raw = hit["text"].encode()
-        if len(raw) > share:
+        encoded = len(json.dumps(hit["text"]).encode())
+        if encoded > share:
+            keep = int(len(hit["text"]) * share / encoded)
             hit["text_chars"] = len(hit["text"])
-            hit["text"] = raw[:share].decode("utf-8", "ignore") + " …"
+            hit["text"] = hit["text"][:keep] + "…"
             hit["text_truncated"] = True
     return True
 
@@ -123,7 +124,7 @@ class RagBackend(Backend):
         raw = self.config.get("corpus_path")
         if raw:
             path = Path(raw)
-            self.corpus_path = path if path.is_absolute() else Path(self.context.project_dir) / path
+            self.corpus_path = (path if path.is_absolute() else Path(self.context.project_dir) / path).resolve()
         else:
             self.corpus_path = shipped_path("seeds/rag/corpus.jsonl", self.context.project_dir)
         if not self.corpus_path.is_file():

@@ -1,4 +1,4 @@
-"""web cache table (filled in by the web backend work)
+"""web cache table: answers of the web backend keyed by provider and request
 
 Revision ID: 0002_web_cache
 Revises: 0001_core
@@ -15,8 +15,26 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    """web cache table (filled in by the web backend work)"""
+    """Create ``web_cache`` (see ``agentflow/db/web_cache.py``)."""
+    op.create_table(
+        "web_cache",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("provider", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("request", sa.JSON(), nullable=False),
+        sa.Column("response", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_web_cache")),
+    )
+    with op.batch_alter_table("web_cache", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_web_cache_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_web_cache_provider"), ["provider"], unique=False)
 
 
 def downgrade() -> None:
-    """Undo: web cache table (filled in by the web backend work)"""
+    """Drop ``web_cache``."""
+    with op.batch_alter_table("web_cache", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_cache_provider"))
+        batch_op.drop_index(batch_op.f("ix_web_cache_created_at"))
+    op.drop_table("web_cache")

@@ -50,6 +50,18 @@ class ServerProcess:
         headers = {**self.headers(), **kw.pop("headers", {})}
         return requests.get(self.url + path, headers=headers, timeout=kw.pop("timeout", 60), **kw)
 
+    def workspace_of(self, session_id: str) -> Path:
+        """A session's workspace folder, as recorded in the sessions table."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                return Path(conn.execute(text("select workspace from sessions where id = :i"),
+                                         {"i": session_id}).scalar_one())
+        finally:
+            engine.dispose()
+
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(x) for x in out.split()]
