@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,6 +20,8 @@ MD = "seeds/doc/markdown/python_execution_model.md"
 HTML = "seeds/doc/html/python_compound_statements.html"
 PDF = "seeds/doc/pdf/python_format_strings.pdf"
 XML = "seeds/doc/xml/northwind_trails_report_2024"
+REPO_XML = XML
+CONFIG = {"resources": {"doc": {"config": {"seed_path": XML}}}}
 
 
 def make(config=None, roots=None) -> DocBackend:
@@ -242,3 +245,59 @@ def test_reference_seed_layout_is_read():
     assert "PathMNIST" in read["text"] and read["tables"]
     hits = backend.search(call_ctx(), seed_path=seed, key_words=["cold start"])
     assert hits["total_matches"] > 3
+
+
+# -- through the real server (POST /execute) -------------------------------------------
+def run(server, action, params, **extra):
+    body = {"worker_id": f"doc-{uuid.uuid4().hex[:8]}", "action": action, "params": params, **extra}
+    return server.post("/execute", body).json()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    """A server with only this backend enabled."""
+    from tests.support.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("srv"), config=CONFIG, workers=1, threads=4)
+    yield server
+    server.stop()
+
+
+def test_tools_are_listed_with_schemas(srv):
+    tools = {t["name"]: t for t in srv.get("/tools").json()["data"]["tools"]}
+    assert {"doc:outline", "doc:search", "doc:read"} <= set(tools)
+    assert tools["doc:read"]["parameters"]["required"] == ["section_ids"]
+    openai = srv.get("/tools", params={"format": "openai"}).json()["data"]["tools"]
+    assert any(t["function"]["name"] == "doc-read" for t in openai)
+
+
+def test_default_server_serves_documents(server):
+    out = run(server, "doc:outline", {"seed_path": "seeds/doc/html/python_compound_statements.html"})
+    assert out["code"] == 0 and out["data"]["section_count"] >= 30
+
+
+def test_doc_happy_path(srv):
+    outline = run(srv, "doc:outline", {})  # the configured default document
+    assert outline["code"] == 0 and outline["data"]["title"] == "Northwind Trails Annual Report 2024"
+    hits = run(srv, "doc:search", {"key_words": ["Reno"], "seed_path": REPO_XML})
+    assert hits["code"] == 0 and hits["data"]["results"][0]["section_id"] == "9"
+    read = run(srv, "doc-read", {"seed_path": "seeds/doc/markdown/python_execution_model.md", "section_ids": ["8"],
+                                 "goal": "termination model"})
+    assert read["code"] == 0 and "termination" in read["data"]["sections"][0]["text"]
+    assert "goal ignored" in read["data"]["note"]
+    pdf = run(srv, "doc:outline", {"seed_path": "seeds/doc/pdf/python_format_strings.pdf"})
+    assert pdf["code"] == 0 and pdf["data"]["pages"] == 12
+
+
+@pytest.mark.parametrize("action, params, text", [
+    ("doc:outline", {"seed_path": "../../etc/passwd"}, "outside the allowed"),
+    ("doc:outline", {"seed_path": "/etc/passwd"}, "outside the allowed"),
+    ("doc:read", {"seed_path": REPO_XML, "section_ids": ["42"]}, "no section '42'"),
+    ("doc:read", {"section_ids": []}, "section_ids"),
+    ("doc:search", {"key_words": ""}, "key_words"),
+    ("doc:search", {"key_words": "x", "seed_path": "seeds/doc/missing.md"}, "does not exist"),
+    ("doc:search", {"seed_path": REPO_XML}, "key_words"),
+])
+def test_doc_bad_inputs(srv, action, params, text):
+    out = run(srv, action, params)
+    assert out["code"] == 1002 and text in out["message"], out

@@ -5,6 +5,7 @@ import hashlib
 import json
 import runpy
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from agentflow.tools.text2sql import Text2SQLBackend
 
 REPO = Path(__file__).resolve().parents[2]
 DB = REPO / "seeds" / "text2sql" / "retail.sqlite"
+CONFIG = {"resources": {"text2sql": {"config": {"statement_timeout": 1}}}}
 REFERENCE = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server" / "text2sql_config.json"
 
 
@@ -144,7 +146,7 @@ def test_config_paths_and_errors(tmp_path):
         backend.get_schema(call_ctx(), db_id="music")
 
 
-def test_warmup_builds_a_missing_shipped_database(tmp_path, monkeypatch):
+def test_warmup_builds_a_missing_shipped_database(tmp_path):
     backend = make(tmp_path=tmp_path)
     backend.databases["retail"]["path"] = tmp_path / "absent.sqlite"  # as in a checkout without the .sqlite
     info = backend.warmup()
@@ -195,3 +197,73 @@ def test_reference_config_empty_paths_mean_not_configured():
     cfg = load_server_config(REFERENCE, env={"TEXT2SQL_RETAIL_DB_PATH": str(DB)})
     backend = Text2SQLBackend(cfg.resources["text2sql"], BackendContext(REPO / ".agentflow", [], project_dir=REPO))
     assert backend.execute(call_ctx(), db_id="retail", query="SELECT COUNT(*) FROM customers")["rows"] == [[700]]
+
+
+# -- through the real server (POST /execute) -------------------------------------------
+def run(server, action, params, **extra):
+    body = {"worker_id": f"t2s-{uuid.uuid4().hex[:8]}", "action": action, "params": params, **extra}
+    return server.post("/execute", body).json()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    """A server with only this backend enabled."""
+    from tests.support.server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("srv"), config=CONFIG, workers=1, threads=4)
+    yield server
+    server.stop()
+
+
+def test_tools_are_listed_with_schemas(srv):
+    tools = {t["name"]: t for t in srv.get("/tools").json()["data"]["tools"]}
+    assert {"text2sql:list_databases", "text2sql:get_schema", "text2sql:execute"} <= set(tools)
+    assert tools["text2sql:execute"]["parameters"]["required"] == ["db_id", "query"]
+
+
+def test_default_server_serves_retail(server):
+    out = run(server, "text2sql:execute", {"db_id": "retail", "query": "SELECT COUNT(*) FROM customers"})
+    assert out["code"] == 0 and out["data"]["rows"] == [[700]]
+
+
+def test_text2sql_happy_path(srv):
+    listed = run(srv, "text2sql:list_databases", {})
+    assert listed["code"] == 0 and listed["data"]["databases"][0]["db_id"] == "retail"
+    schema = run(srv, "text2sql-get_schema", {"db_id": "retail", "tables": ["payments"]})
+    assert schema["code"] == 0 and schema["data"]["tables"][0]["foreign_keys"][0]["references_table"] == "orders"
+    out = run(srv, "text2sql_execute", {"db_id": "retail", "query": "SELECT name FROM stores ORDER BY store_id",
+                                        "max_rows": 2})
+    assert out["code"] == 0
+    assert out["data"]["rows"] == [["Northwind Trails Portland"], ["Northwind Trails Seattle"]]
+    assert out["data"]["truncated"] is True
+
+
+@pytest.mark.parametrize("params, code, text", [
+    ({"db_id": "retail", "tables": ["nope"]}, 1002, "no such table"),
+    ({"db_id": "nope"}, 1002, "known databases: retail"),
+    ({}, 1002, "db_id"),
+])
+def test_get_schema_bad_inputs(srv, params, code, text):
+    out = run(srv, "text2sql:get_schema", params)
+    assert out["code"] == code and text in out["message"], out
+
+
+@pytest.mark.parametrize("query, code, text", [
+    ("SELECT * FROM missing_table", 2001, "no such table: missing_table"),
+    ("DELETE FROM customers", 2001, "read-only"),
+    ("PRAGMA query_only = OFF", 2001, "read-only"),
+    ("SELECT FROM WHERE", 2001, "syntax error"),
+    ("", 1002, "query"),
+    ("   ", 1002, "empty"),
+])
+def test_execute_bad_inputs(srv, query, code, text):
+    out = run(srv, "text2sql:execute", {"db_id": "retail", "query": query})
+    assert out["code"] == code and text in out["message"], out
+
+
+def test_execute_long_query_is_2002(srv):
+    query = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+    out = run(srv, "text2sql:execute", {"db_id": "retail", "query": query})
+    assert out["code"] == 2002 and "time limit" in out["message"], out
+    short = run(srv, "text2sql:execute", {"db_id": "retail", "query": query}, timeout=0.3)
+    assert short["code"] == 2002, short

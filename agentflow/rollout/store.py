@@ -1,0 +1,241 @@
+"""Persistence of rollout runs: the database rows, and the files exported from them.
+
+Functions here take a SQLAlchemy ``Session`` and never commit; the runner commits once
+per finished task. ``results.jsonl``, ``trajectories.jsonl`` and ``summary.json`` are
+always produced from the database by :func:`export_run`, the same code that
+``agentflow runs export`` uses, so the files and the database cannot disagree.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from ..db.base import isoformat, utcnow
+from ..db.rollout import (
+    ATTEMPT_COMPLETED,
+    ATTEMPT_INFRA_ERROR,
+    RolloutAttempt,
+    RolloutMessage,
+    RolloutRun,
+    RolloutToolCall,
+)
+from .agent import AgentResult
+from .metrics import PASS_THRESHOLD, Score, pass_at_k
+from .tasks import Task
+
+__all__ = ["add_attempt", "export_run", "get_run", "latest_attempts", "list_runs", "summarize"]
+
+RESULTS_FILE = "results.jsonl"
+TRAJECTORIES_FILE = "trajectories.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def get_run(session: Session, run_id: str) -> RolloutRun | None:
+    return session.get(RolloutRun, run_id)
+
+
+def list_runs(session: Session, limit: int = 50) -> list[RolloutRun]:
+    return list(session.scalars(select(RolloutRun).order_by(RolloutRun.created_at.desc()).limit(limit)))
+
+
+def latest_attempts(session: Session, run_id: str) -> dict[tuple[str, int], RolloutAttempt]:
+    """The newest attempt of each (task_id, sample_index) of a run."""
+    newest = (select(RolloutAttempt.task_id, RolloutAttempt.sample_index,
+                     func.max(RolloutAttempt.attempt).label("attempt"))
+              .where(RolloutAttempt.run_id == run_id)
+              .group_by(RolloutAttempt.task_id, RolloutAttempt.sample_index).subquery())
+    rows = session.scalars(
+        select(RolloutAttempt).join(newest, (RolloutAttempt.task_id == newest.c.task_id)
+                                    & (RolloutAttempt.sample_index == newest.c.sample_index)
+                                    & (RolloutAttempt.attempt == newest.c.attempt))
+        .where(RolloutAttempt.run_id == run_id))
+    return {(a.task_id, a.sample_index): a for a in rows}
+
+
+def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int, attempt: int, result: AgentResult,
+                score: Score | None, metric: str | None, trace_id: str, worker_id: str) -> RolloutAttempt:
+    """Add one finished attempt with its messages and tool calls (not committed)."""
+    row = RolloutAttempt(
+        run_id=run_id, task_id=task.id, sample_index=sample_index, attempt=attempt, status=result.status,
+        question=task.question, ground_truth=task.answer,
+        task_metadata={**({"kwargs": task.kwargs} if task.kwargs else {}), **task.metadata},
+        prediction=result.prediction, final_response=result.final_response, metric=metric,
+        score=score.value if score else None, scored=bool(score and score.value is not None),
+        score_details=score.details if score else {}, error=result.error, turns=result.turns,
+        tool_call_count=len(result.tool_calls), prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens, total_tokens=result.usage.total_tokens,
+        trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
+        duration_ms=result.duration_ms, model_ms=result.model_ms, tool_ms=result.tool_ms,
+    )
+    for position, m in enumerate(result.messages):
+        row.messages.append(RolloutMessage(
+            position=position, turn=m.get("turn", 0), role=m["role"], content=m.get("content"),
+            tool_calls=m.get("tool_calls"), tool_call_id=m.get("tool_call_id"),
+            prompt_tokens=m.get("prompt_tokens"), completion_tokens=m.get("completion_tokens"),
+            latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
+    for c in result.tool_calls:
+        row.tool_calls.append(RolloutToolCall(
+            turn=c["turn"], call_id=c["call_id"], name=c["name"], action=c["action"], arguments=c["arguments"] or "",
+            params=c["params"], code=c["code"], error=c["error"], result=c["result"],
+            result_chars=c.get("result_chars", 0), prompt_truncated=c.get("prompt_truncated", False),
+            duration_ms=c["duration_ms"], trace_id=c["trace_id"], request_id=c["request_id"],
+            session_id=c["session_id"]))
+    session.add(row)
+    return row
+
+
+def _task_order(run: RolloutRun) -> dict[str, int]:
+    ids = ((run.spec or {}).get("dataset") or {}).get("task_ids") or []
+    return {t: i for i, t in enumerate(ids)}
+
+
+def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
+    """The run summary from its newest attempts (see the README for each field)."""
+    spec = run.spec or {}
+    config = spec.get("config") or {}
+    scoring = bool(spec.get("scoring"))
+    n_samples = int(config.get("n_samples") or 1)
+    done = attempts
+    completed = [a for a in done if a.status == ATTEMPT_COMPLETED]
+    scored = [a for a in done if a.scored or a.status != ATTEMPT_COMPLETED]
+    outcomes: dict[str, int] = {}
+    for a in done:
+        outcomes[a.status] = outcomes.get(a.status, 0) + 1
+    summary: dict[str, Any] = {
+        "run_id": run.id,
+        "benchmark_name": run.benchmark_name,
+        "model_name": run.model_name,
+        "status": run.status,
+        "metric": spec.get("metric") if scoring else None,
+        "accuracy": None,
+        "average_score": None,
+        "total_tasks": len(((spec.get("dataset") or {}).get("task_ids")) or []) or run.total_tasks // n_samples,
+        "total_samples": run.total_tasks,
+        "n_samples": n_samples,
+        "completed": len(completed),
+        "failed": len(done) - len(completed),
+        "unscored": sum(1 for a in completed if not a.scored) if scoring else 0,
+        "pending": max(run.total_tasks - len(done), 0),
+        "infra_errors": outcomes.get(ATTEMPT_INFRA_ERROR, 0),
+        "outcomes": outcomes,
+    }
+    if scoring and scored:
+        summary["accuracy"] = round(sum(a.score or 0.0 for a in scored) / len(scored), 6)
+        answered = [a.score for a in completed if a.scored]
+        summary["average_score"] = round(statistics.fmean(answered), 6) if answered else 0.0
+    if scoring and n_samples > 1:
+        summary["pass_at_k"] = _pass_at_k(done, n_samples)
+    durations = [a.duration_ms for a in done]
+    summary.update({
+        "total_turns": sum(a.turns for a in done),
+        "total_tool_calls": sum(a.tool_call_count for a in done),
+        "prompt_tokens": sum(a.prompt_tokens for a in done),
+        "completion_tokens": sum(a.completion_tokens for a in done),
+        "total_tokens": sum(a.total_tokens for a in done),
+        "started_at": isoformat(run.created_at),
+        "finished_at": isoformat(run.finished_at),
+        "wall_time_s": round((run.finished_at - run.created_at).total_seconds(), 3) if run.finished_at else None,
+        "task_time_s_total": round(sum(durations) / 1000, 3),
+        "task_time_s_mean": round(statistics.fmean(durations) / 1000, 3) if durations else None,
+        "model_time_s_total": round(sum(a.model_ms for a in done) / 1000, 3),
+        "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
+    })
+    return summary
+
+
+def _pass_at_k(attempts: list[RolloutAttempt], n: int) -> dict[str, float]:
+    by_task: dict[str, list[RolloutAttempt]] = {}
+    for a in attempts:
+        by_task.setdefault(a.task_id, []).append(a)
+    full = [v for v in by_task.values() if len(v) == n]
+    if not full:
+        return {}
+    ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n} | {n})
+    out = {}
+    for k in ks:
+        values = [pass_at_k(n, sum(1 for a in v if (a.score or 0.0) >= PASS_THRESHOLD), k) for v in full]
+        out[f"pass@{k}"] = round(statistics.fmean(values), 6)
+    return out
+
+
+def result_row(a: RolloutAttempt) -> dict:
+    return {
+        "id": a.task_id, "sample": a.sample_index, "attempt": a.attempt, "status": a.status,
+        "question": a.question, "answer": a.ground_truth, "prediction": a.prediction,
+        "score": a.score, "scored": a.scored, "metric": a.metric, "score_details": a.score_details,
+        "error": a.error, "turns": a.turns, "tool_calls": a.tool_call_count,
+        "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
+                  "total_tokens": a.total_tokens},
+        "duration_ms": round(a.duration_ms, 3), "trace_id": a.trace_id, "metadata": a.task_metadata,
+    }
+
+
+def trajectory_row(a: RolloutAttempt) -> dict:
+    return {
+        "id": a.task_id, "sample": a.sample_index, "attempt": a.attempt, "status": a.status,
+        "trace_id": a.trace_id, "worker_id": a.worker_id,
+        "messages": [{k: v for k, v in (("role", m.role), ("content", m.content), ("tool_calls", m.tool_calls),
+                                        ("tool_call_id", m.tool_call_id)) if v is not None} for m in a.messages],
+        "tool_calls": [{"turn": c.turn, "call_id": c.call_id, "name": c.name, "action": c.action,
+                        "arguments": c.arguments, "params": c.params, "code": c.code, "error": c.error,
+                        "result": c.result, "duration_ms": round(c.duration_ms, 3), "request_id": c.request_id}
+                       for c in a.tool_calls],
+    }
+
+
+def export_run(session: Session, run_id: str, output_dir: str | Path | None = None, *, results: bool = True,
+               trajectories: bool = True, summary_file: bool = True) -> dict:
+    """Write ``results.jsonl`` (and ``trajectories.jsonl``, ``summary.json``) for a run
+    from the database, and return the summary (with the file paths it wrote).
+
+    ``output_dir`` defaults to the run's own. Files are written to a temporary name and
+    renamed, so a reader never sees half a file.
+
+    Raises:
+        LookupError: no such run.
+    """
+    run = get_run(session, run_id)
+    if run is None:
+        raise LookupError(f"no rollout run {run_id!r} in this database")
+    order = _task_order(run)
+    newest = latest_attempts(session, run_id)
+    ids = [a.id for a in newest.values()]
+    attempts = list(session.scalars(
+        select(RolloutAttempt).where(RolloutAttempt.id.in_(ids))
+        .options(selectinload(RolloutAttempt.messages), selectinload(RolloutAttempt.tool_calls)))) if ids else []
+    attempts.sort(key=lambda a: (order.get(a.task_id, len(order)), a.task_id, a.sample_index))
+    summary = summarize(run, attempts)
+    target = Path(output_dir or run.output_dir or ".")
+    if results or trajectories or summary_file:
+        target.mkdir(parents=True, exist_ok=True)
+    summary["results_file"] = str(target / RESULTS_FILE) if results else None
+    summary["trajectories_file"] = str(target / TRAJECTORIES_FILE) if trajectories else None
+    summary["summary_file"] = str(target / SUMMARY_FILE) if summary_file else None
+    if results:
+        _write(target / RESULTS_FILE, (json.dumps(result_row(a), ensure_ascii=False, default=str) for a in attempts))
+    if trajectories:
+        _write(target / TRAJECTORIES_FILE,
+               (json.dumps(trajectory_row(a), ensure_ascii=False, default=str) for a in attempts))
+    if summary_file:
+        _write(target / SUMMARY_FILE, [json.dumps(summary, indent=2, ensure_ascii=False, default=str)])
+    return summary
+
+
+def _write(path: Path, lines) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write(line)
+            fh.write("\n")
+    tmp.replace(path)
+
+
+def touch_run(run: RolloutRun, **fields: Any) -> None:
+    for key, value in fields.items():
+        setattr(run, key, value)
+    run.updated_at = utcnow()
