@@ -7,7 +7,8 @@ Usage::
 
 The synthetic corpus draws ~120-word passages from the word distribution of the shipped
 corpus (Python docs), so term statistics look like real text. Queries are the questions of
-``benchmark/rag.jsonl`` plus keyword queries of 2-6 words taken from random passages.
+``benchmark/rag.jsonl`` plus keyword queries of 2-6 distinct words taken from random
+passages (what a user remembers of a passage they look for).
 Latency is measured in process at the tool layer (``RagBackend.search``), i.e. what one
 ``rag:search`` costs the server on top of its request handling.
 """
@@ -53,7 +54,7 @@ def queries_for(corpus: Path, count: int, rng: random.Random) -> list[str]:
     lines = open(corpus, encoding="utf-8").read().splitlines()
     out = list(questions)
     while len(out) < count:
-        words = re.findall(r"\w+", json.loads(rng.choice(lines))["text"])
+        words = sorted(set(re.findall(r"\w+", json.loads(rng.choice(lines))["text"])))
         if len(words) >= 6:
             out.append(" ".join(rng.sample(words, rng.randint(2, 6))))
     rng.shuffle(out)

@@ -12,8 +12,11 @@ from ..version import __version__
 _SUBCOMMANDS = [
     "agentflow.cli.serve",
     "agentflow.cli.db",
+    "agentflow.cli.bench",
     "agentflow.cli.rag",
     "agentflow.cli.web",
+    "agentflow.cli.rollout",
+    "agentflow.cli.runs",
 ]
 
 

@@ -57,6 +57,9 @@ class ToolBox:
     """Every accepted spelling (lower case) → the server's tool name (``bash:run``)."""
     param_names: dict[str, set[str]]
     """Server tool name → the parameter names its schema declares."""
+    stateless: set[str] = dataclasses.field(default_factory=set)
+    """Resources the server marks as needing no session (``needs_session: false`` on
+    every tool); rollout opens no session for them."""
 
     def resolve(self, name: str) -> str | None:
         return self.actions.get((name or "").strip().lower())
@@ -136,7 +139,13 @@ def discover_tools(sandbox: Sandbox, patterns: list[str]) -> ToolBox:
         for alias in _spellings(tool["name"]) + [a.lower() for a in tool.get("aliases", [])]:
             actions[alias] = tool["name"]
         params[tool["name"]] = set(((tool.get("parameters") or {}).get("properties") or {}).keys())
-    return ToolBox(specs=specs, actions=actions, param_names=params)
+    flags: dict[str, set[bool]] = {}
+    for tool in plain:
+        for key in ("needs_session", "uses_sessions"):
+            if key in tool:
+                flags.setdefault(tool["name"].split(":", 1)[0], set()).add(bool(tool[key]))
+    stateless = {resource for resource, seen in flags.items() if seen == {False}}
+    return ToolBox(specs=specs, actions=actions, param_names=params, stateless=stateless)
 
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
@@ -245,8 +254,9 @@ class _Loop:
     def __init__(self, task, model, sandbox, toolbox, settings, trace_id, stop, sessionless):
         self.task, self.model, self.sandbox, self.toolbox = task, model, sandbox, toolbox
         self.settings, self.trace_id, self.stop = settings, trace_id, stop
-        self.sessions = _Sessions(sandbox, sessionless if sessionless is not None else set()) \
-            if sandbox is not None else None
+        skip = (sessionless if sessionless is not None else set())
+        skip.update(toolbox.stateless)
+        self.sessions = _Sessions(sandbox, skip) if sandbox is not None else None
         self.result = AgentResult(status=ATTEMPT_ERROR)
         self.start = time.monotonic()
         self.deadline = self.start + settings.task_timeout if settings.task_timeout else None

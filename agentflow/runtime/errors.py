@@ -53,3 +53,12 @@ class BackendUnavailable(ApiError):
 
 class InternalError(ApiError):
     """Anything unexpected (5000); details go to the server log only."""
+
+
+HTTP_STATUS = {cls.code: cls.http_status for cls in (
+    MalformedRequest, ToolNotFound, ParameterError, SessionError, Unauthorized, BackendUnavailable, InternalError)}
+"""HTTP status of each envelope code; codes not listed (0, 2001, 2002) are 200."""
+
+
+def http_status(code: int) -> int:
+    return HTTP_STATUS.get(code, 200)

@@ -50,9 +50,9 @@ def _schema_error_message(err: jsonschema.ValidationError) -> str:
         missing = re.search(r"'([^']+)' is a required property", err.message)
         return f"parameter '{missing.group(1) if missing else path}' is required"
     if err.validator == "additionalProperties":
-        extra = re.findall(r"'([^']+)'", err.message)
-        return f"unknown parameter(s) {', '.join(repr(e) for e in extra)}; allowed: " + ", ".join(
-            sorted(err.schema.get("properties", {})))
+        extra = ", ".join(repr(e) for e in re.findall(r"'([^']+)'", err.message))
+        allowed = ", ".join(sorted(err.schema.get("properties", {})))
+        return f"unknown parameter(s) {extra}; " + (f"allowed: {allowed}" if allowed else "this tool takes none")
     return f"parameter '{path or '(params)'}': {err.message}"
 
 

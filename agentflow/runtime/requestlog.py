@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Callable
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -126,9 +126,23 @@ class RequestLog:
     def finish(self, request_id: str, http_status: int, body: dict) -> None:
         self._writer.write(self.finish_fn(request_id, http_status, body))
 
-    def release(self, request_id: str) -> None:
-        """Forget a claim whose handler crashed, so a retry runs it again."""
-        from sqlalchemy import delete
+    def release_fn(self, request_id: str) -> Callable[[Session], None]:
+        """A write that forgets the claim, so a retry runs the request again."""
+        def release(s: Session) -> None:
+            s.execute(delete(RequestRecord).where(RequestRecord.request_id == request_id,
+                                                  RequestRecord.status == "pending"))
 
-        self._writer.write(lambda s: s.execute(delete(RequestRecord).where(
-            RequestRecord.request_id == request_id, RequestRecord.status == "pending")))
+        return release
+
+    def release(self, request_id: str) -> None:
+        self._writer.write(self.release_fn(request_id))
+
+    def settle_fn(self, request_id: str, http_status: int, body: dict) -> Callable[[Session], None]:
+        """Store an answer worth replaying; release the claim of one that is not (the
+        server was not ready or failed: a retry should really try again)."""
+        if http_status >= 500:
+            return self.release_fn(request_id)
+        return self.finish_fn(request_id, http_status, body)
+
+    def settle(self, request_id: str, http_status: int, body: dict) -> None:
+        self._writer.write(self.settle_fn(request_id, http_status, body))

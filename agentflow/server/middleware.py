@@ -58,13 +58,13 @@ def idempotent(endpoint: str, wait_limit: float = 900.0):
                 body, status = view(*args, **kwargs)
             except ApiError as err:
                 response = api_error_response(err)
-                log.finish(rid, err.http_status, response.get_json())
+                log.settle(rid, err.http_status, response.get_json())
                 return response
             except BaseException:
                 log.release(rid)
                 raise
             if not g.get("answer_stored"):
-                log.finish(rid, status, body)
+                log.settle(rid, status, body)
             return json_response(body, status)
 
         return run

@@ -24,15 +24,16 @@ from .base import Backend, BackendConfigError, SessionInfo, ToolContext, ToolErr
 _STATE_DIR = ".agentflow"
 _UID_BASE, _UID_SPAN = 200_000, 100_000
 
-# The wrapper, run as ``bash -c WRAPPER bash STATE_DIR COMMAND``: limits, restore the
-# session's directory and exports, save them on any exit, then run the command. Only
-# builtins, so a call costs one process.
+# The wrapper, run as ``bash -c WRAPPER bash STATE_DIR CALL_ID COMMAND``: limits, restore
+# the session's directory and exports, save them (to files of this call, which the
+# server renames into place, so concurrent calls never read a half-written state) on
+# any exit, then run the command. Only builtins, so a call costs one process.
 _WRAPPER = r"""
 ulimit -t %(cpu)s -v %(mem)s -f %(fsize)s -u %(nproc)s 2>/dev/null
-__af_state=$1; __af_cmd=$2; shift 2
+__af_state=$1; __af_call=$2; __af_cmd=$3; shift 3
 if [ -f "$__af_state/env" ]; then . "$__af_state/env" 2>/dev/null; fi
 if [ -f "$__af_state/cwd" ]; then read -r __af_dir < "$__af_state/cwd"; cd -- "$__af_dir" 2>/dev/null || cd -- "$HOME"; fi
-__af_save() { { pwd > "$__af_state/cwd"; export -p > "$__af_state/env"; } 2>/dev/null; }
+__af_save() { { pwd > "$__af_state/cwd.$__af_call"; export -p > "$__af_state/env.$__af_call"; } 2>/dev/null; }
 trap __af_save EXIT
 eval "$__af_cmd"
 """
@@ -114,7 +115,7 @@ class BashBackend(Backend):
                 os.fchown(out.fileno(), uid, uid)
                 os.fchown(err.fileno(), uid, uid)
             proc = subprocess.Popen(
-                [self.shell, "--noprofile", "--norc", "-c", self.wrapper, "bash", str(state), command],
+                [self.shell, "--noprofile", "--norc", "-c", self.wrapper, "bash", str(state), call, command],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=session.workspace, env=env,
                 start_new_session=True, close_fds=True,
                 **({"user": uid, "group": uid, "extra_groups": []} if uid else {}),
@@ -137,6 +138,7 @@ class BashBackend(Backend):
         finally:
             for p in (out_path, err_path):
                 p.unlink(missing_ok=True)
+            _commit_state(state, call)
         if proc.returncode is not None and proc.returncode < 0:
             result["signal"] = signal.Signals(-proc.returncode).name
         if timed_out:
@@ -162,6 +164,18 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         raise ToolError("command could not be killed") from None
+
+
+def _commit_state(state: Path, call: str) -> None:
+    for name in ("cwd", "env"):
+        written = state / f"{name}.{call}"
+        try:
+            if written.stat().st_size > 0:
+                os.replace(written, state / name)
+            else:
+                written.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _read_capped(path: Path, name: str, cap: int) -> dict:

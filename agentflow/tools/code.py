@@ -21,11 +21,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from .base import Backend, BackendConfigError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
-from .kernel import ExecResult, KernelError, KernelHandle, execute, is_alive, kill_kernel, start_kernel
+from .bash import _UID_BASE, _UID_SPAN  # one uid scheme for every backend that runs user code
+from .kernel import (ExecResult, KernelError, KernelHandle, close_clients, execute, is_alive, kill_kernel,
+                     start_kernel)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ class KernelBackend(Backend):
     """Session hooks shared by the backends that run code in a session kernel."""
 
     config_keys = frozenset({"python", "memory_mb", "startup_timeout", "interrupt_grace", "max_images",
-                             "env", "startup_code"})
+                             "env", "startup_code", "run_as", "max_processes"})
     startup_code: str = ""
 
     def check_config(self) -> None:
@@ -48,8 +52,22 @@ class KernelBackend(Backend):
             self.startup_timeout = float(cfg.get("startup_timeout", 30))
             self.interrupt_grace = float(cfg.get("interrupt_grace", 2))
             self.max_images = int(cfg.get("max_images", 8))
+            self.max_processes = int(cfg.get("max_processes", 256))
         except (TypeError, ValueError) as err:
             raise BackendConfigError(f"resource '{self.name}': {err}") from None
+        usable = _usable_by_others(self.python)
+        default = "session" if os.geteuid() == 0 and usable else "server"
+        if os.geteuid() == 0 and not usable and "run_as" not in cfg:
+            log.warning("resource '%s': kernels run as the server's user: %s is not usable by other users",
+                        self.name, self.python)
+        self.run_as = cfg.get("run_as", default)
+        if self.run_as not in ("session", "server"):
+            raise BackendConfigError(f"resource '{self.name}': run_as must be 'session' or 'server'")
+        if self.run_as == "session" and os.geteuid() != 0:
+            raise BackendConfigError(f"resource '{self.name}': run_as 'session' needs the server to run as root")
+        if self.run_as == "session" and not usable:
+            raise BackendConfigError(f"resource '{self.name}': run_as 'session' needs a Python that other users "
+                                     f"can run; {self.python} (or its installation) is closed to them")
         if not os.access(self.python, os.X_OK):
             raise BackendConfigError(f"resource '{self.name}': python '{self.python}' is not executable")
         self.extra_env = {str(k): str(v) for k, v in (cfg.get("env") or {}).items()}
@@ -58,15 +76,32 @@ class KernelBackend(Backend):
         self.inline_plots = self.python != sys.executable or importlib.util.find_spec("matplotlib_inline") is not None
 
     # -- sessions ----------------------------------------------------------------
-    def _env(self, session: SessionInfo) -> dict[str, str]:
-        cache = Path(self.context.data_dir) / "cache"
+    def _uid(self, session: SessionInfo) -> int | None:
+        """The session's own uid when the server is root (the bash backend's scheme)."""
+        if self.run_as != "session":
+            return None
+        return _UID_BASE + zlib.crc32(session.session_id.encode()) % _UID_SPAN
+
+    def _env(self, session: SessionInfo, uid: int | None) -> dict[str, str]:
+        if uid is None:
+            cache = Path(self.context.data_dir) / "cache"
+            ipython = cache / "ipython"
+        else:  # reachable by every session uid (the data dir may be closed to them)
+            cache = Path(session.workspace).parent / ".kernel-cache"
+            ipython = Path(session.workspace) / ".kernel" / "ipython"
+        mpl = cache / "matplotlib"  # font cache built once, not per session
+        if not mpl.is_dir():
+            mpl.mkdir(parents=True, exist_ok=True)
+            if uid is not None:
+                os.chmod(cache, 0o1777)
+                os.chmod(mpl, 0o1777)
         env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOME": str(session.workspace),
             "TERM": "dumb",
-            "IPYTHONDIR": str(cache / "ipython"),
-            "MPLCONFIGDIR": str(cache / "matplotlib"),  # font cache built once, not per session
+            "IPYTHONDIR": str(ipython),
+            "MPLCONFIGDIR": str(mpl),
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
         if self.inline_plots:
@@ -75,9 +110,12 @@ class KernelBackend(Backend):
         return env
 
     def _start(self, session: SessionInfo) -> KernelHandle:
-        handle = start_kernel(session.workspace, env=self._env(session), python=self.python,
-                              memory_mb=self.memory_mb, startup_timeout=self.startup_timeout)
+        uid = self._uid(session)
+        handle = start_kernel(session.workspace, env=self._env(session, uid), python=self.python,
+                              memory_mb=self.memory_mb, startup_timeout=self.startup_timeout, user=uid,
+                              max_processes=self.max_processes)
         session.state["kernel"] = handle.to_state()
+        session.state["uid"] = uid
         if self.startup:  # queued now, finished before the first call's code runs
             try:
                 res = execute(handle, self.startup, timeout=self.startup_timeout, store_history=False)
@@ -99,6 +137,13 @@ class KernelBackend(Backend):
         handle = KernelHandle.from_state(session.state.get("kernel"))
         if handle is not None:
             kill_kernel(handle)
+        uid = session.state.get("uid")
+        if uid:  # anything the code started in a session of its own
+            subprocess.run(["kill", "-9", "-1"], user=uid, group=uid, extra_groups=[],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    def close(self) -> None:
+        close_clients()
 
     # -- running code ------------------------------------------------------------
     def _kernel(self, session: SessionInfo) -> tuple[KernelHandle, str | None]:
@@ -155,6 +200,20 @@ class KernelBackend(Backend):
         if res.status == "error":
             err = res.error or {}
             raise ToolError(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}", data)
+
+
+def _usable_by_others(python: str) -> bool:
+    """Whether a user other than the owner can run ``python`` and read its installation."""
+    real = Path(os.path.realpath(python))
+    prefix = Path(sys.base_prefix if python == sys.executable else real.parent.parent)
+    for path in (real, prefix):
+        for part in [path, *path.parents]:
+            try:
+                if not os.stat(part).st_mode & 0o001:
+                    return False
+            except OSError:
+                return False
+    return True
 
 
 class CodeBackend(KernelBackend):

@@ -10,7 +10,16 @@ class DiagBackend(Backend):
     name = "diag"
     description = "Server diagnostics (hidden)"
     uses_sessions = False
-    config_keys = frozenset()
+    config_keys = frozenset({"fail_warmup"})
+
+    class WarmupFailed(RuntimeError):
+        """Raised by warmup when the config asks for it (tests the 2003 path)."""
+
+    def warmup(self) -> dict:
+        reason = self.config.get("fail_warmup")
+        if reason:
+            raise self.WarmupFailed(str(reason))
+        return {}
 
     @tool("noop", "Do nothing and return at once (measures server overhead).", hidden=True)
     def noop(self, ctx: ToolContext) -> dict:

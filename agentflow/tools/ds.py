@@ -200,6 +200,12 @@ class DsBackend(KernelBackend):
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
         try:
             shutil.copytree(folder, tmp, symlinks=False)
+            uid = session.state.get("uid")
+            if uid:  # the kernel runs as the session's own user
+                for root, dirs, names in os.walk(tmp):
+                    for name in [root, *(os.path.join(root, n) for n in dirs + names)]:
+                        os.chown(name, uid, uid)
+                os.chown(target.parent, uid, uid)
             os.replace(tmp, target)
         except OSError as err:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,7 +32,8 @@ from jupyter_client.connect import write_connection_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExecResult", "KernelError", "KernelHandle", "execute", "is_alive", "kill_kernel", "start_kernel"]
+__all__ = ["ExecResult", "KernelError", "KernelHandle", "close_clients", "execute", "is_alive", "kill_kernel",
+           "start_kernel"]
 
 _KERNEL_DIR = ".kernel"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; zmq appends "-<port>"
@@ -46,6 +47,9 @@ import os, resource, sys
 mem = int(os.environ.pop("AF_KERNEL_MEMORY_MB", "0") or 0)
 if mem > 0:
     resource.setrlimit(resource.RLIMIT_AS, (mem << 20, mem << 20))
+nproc = int(os.environ.pop("AF_KERNEL_NPROC", "0") or 0)
+if nproc > 0:
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()
 """
@@ -168,7 +172,8 @@ def is_alive(handle: KernelHandle) -> bool:
 
 # -- start / stop ----------------------------------------------------------------------
 def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = None, memory_mb: int = 0,
-                 startup_timeout: float = 30.0, wait: bool = True) -> KernelHandle:
+                 startup_timeout: float = 30.0, wait: bool = True, user: int | None = None,
+                 max_processes: int = 0) -> KernelHandle:
     """Start a detached kernel with ``workspace`` as its cwd.
 
     Args:
@@ -178,6 +183,9 @@ def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = N
         memory_mb: address-space limit of the kernel (0: none).
         startup_timeout: seconds to wait for the kernel to answer.
         wait: wait until the kernel answers before returning.
+        user: run the kernel under this uid (and gid); the server must be root. The
+            workspace and kernel files are handed to that user.
+        max_processes: process-count limit of ``user`` (needs ``user``).
 
     Raises:
         KernelError: the kernel exited or did not answer in time (its log is quoted).
@@ -192,13 +200,21 @@ def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = N
     conn_file = str(kdir / "kernel.json")
     write_connection_file(conn_file, ip=str(prefix), transport="ipc")
     log_path = kdir / "kernel.log"
-    full_env = {**env, "AF_KERNEL_MEMORY_MB": str(int(memory_mb or 0))}
+    log_path.touch()
+    if user is not None:
+        for path in (workspace, kdir, conn_file, log_path, socket_dir):
+            if path:
+                os.chown(path, user, user)
+        os.chmod(workspace, 0o700)
+    full_env = {**env, "AF_KERNEL_MEMORY_MB": str(int(memory_mb or 0)),
+                "AF_KERNEL_NPROC": str(int(max_processes or 0) if user is not None else 0)}
     with open(log_path, "ab") as log_fh:
         proc = subprocess.Popen(
             [python or sys.executable, "-c", _LAUNCHER, "-f", conn_file,
              "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"],
             cwd=workspace, env=full_env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
+            **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
         )
     ticks = _start_ticks(proc.pid)
     if ticks is None:  # exited at once
@@ -323,6 +339,13 @@ def _drain(kc: BlockingKernelClient, timeout: float) -> None:
             kc.get_shell_msg(timeout=timeout)
         except queue.Empty:
             return
+
+
+def close_clients() -> None:
+    """Close this process's connections to kernels (the kernels keep running)."""
+    with _clients_lock:
+        while _clients:
+            _clients.popitem()[1].kc.stop_channels()
 
 
 def _drop_client(connection_file: str) -> None:

@@ -208,7 +208,7 @@ class RagBackend(Backend):
         if match is None:
             raise ParamError(param, "must contain at least one word to search for")
         try:
-            hits = self._current().search(match, top_k, timeout=max(ctx.remaining, 0.05))
+            hits = self._current().search(query, top_k, timeout=max(ctx.remaining, 0.05))
         except IndexInterrupted as err:
             raise ToolTimeout(f"rag search timed out: {err}", {"query": query}) from err
         for rank, hit in enumerate(hits, 1):

@@ -240,7 +240,7 @@ class WebBackend(Backend):
         self._store()
         assert self.index is not None
         try:
-            hits = self.index.search(match, top_k, timeout=max(ctx.remaining, 0.05), with_snippet=True)
+            hits = self.index.search(query, top_k, timeout=max(ctx.remaining, 0.05), with_snippet=True)
         except IndexInterrupted as err:
             raise ToolTimeout(f"web search timed out: {err}", {"query": query}) from err
         return [{"title": h["title"], "url": h["id"], "snippet": re.sub(r"\s+", " ", h["snippet"]).strip()}

@@ -81,7 +81,7 @@ def test_execute_batch(sandbox, call):
 def test_session_lifecycle(sandbox, call):
     created = call(sandbox, "create_session", "bash", {"custom_name": "my_shell"})
     assert created["code"] == 0 and created["data"]["created"] is True
-    assert created["data"]["session_status"] == "active"
+    assert created["data"]["session_status"] == "active" and created["data"]["session_name"] == "my_shell"
     again = call(sandbox, "create_session", "bash")
     assert again["code"] == 0 and again["data"]["created"] is False
     assert again["data"]["session_id"] == created["data"]["session_id"]

@@ -65,15 +65,16 @@ def test_unknown_body_field_is_rejected(server):
 
 def test_unknown_tool_is_1001_with_suggestions(server):
     r = server.post("/execute", {"worker_id": wid(), "action": "bash:rnu", "params": {}})
-    assert r.status_code == 200 or r.status_code == 404
+    assert r.status_code == 404
     body = r.json()
     assert body["code"] == 1001 and "bash:run" in body["message"]
     assert "bash:run" in body["data"]["suggestions"]
 
 
 def test_wrong_parameter_type_is_1002_naming_it(server):
-    body = server.post("/execute", {"worker_id": wid(), "action": "bash:run", "params": {"command": 5}}).json()
-    assert body["code"] == 1002 and "command" in body["message"] and body["data"]["param"] == "command"
+    r = server.post("/execute", {"worker_id": wid(), "action": "bash:run", "params": {"command": 5}})
+    body = r.json()
+    assert r.status_code == 400 and body["code"] == 1002 and "command" in body["message"] and body["data"]["param"] == "command"
 
 
 def test_missing_and_unknown_parameters_are_1002(server):
@@ -177,3 +178,22 @@ def test_warmup_and_status(server):
     assert status["bash"] == {"loaded": True, "warmed_up": True}
     bad = server.post("/warmup", {"backends": ["nope"]})
     assert bad.status_code == 400 and bad.json()["code"] == 1002 and "nope" in bad.json()["message"]
+
+
+def test_failed_warmup_is_2003_and_other_tools_keep_working(server_factory):
+    srv = server_factory({"resources": {"diag": {"config": {"fail_warmup": "index file is corrupt"}},
+                                        "bash": {}}})
+    headers = {"X-Request-ID": uuid.uuid4().hex}
+    body = {"worker_id": "w", "action": "diag:noop"}
+    r = srv.post("/execute", body, headers=headers)
+    assert r.status_code == 503 and r.json()["code"] == 2003
+    assert "index file is corrupt" in r.json()["message"] and "corrupt" in r.json()["data"]["error"]
+    again = srv.post("/execute", body, headers=headers).json()
+    assert again["code"] == 2003 and not again["meta"].get("replayed")  # retried for real, not replayed
+    assert srv.post("/execute", {"worker_id": "w", "action": "bash:run",
+                                 "params": {"command": "echo fine"}}).json()["data"]["stdout"] == "fine\n"
+    status = srv.get("/warmup/status").json()["data"]["backends"]
+    assert status["bash"]["loaded"] and status["diag"]["warmed_up"] is False
+    warm = srv.post("/warmup", {"backends": ["diag"]})
+    assert warm.status_code == 503 and "corrupt" in warm.json()["message"]
+    assert "corrupt" in srv.get("/warmup/status").json()["data"]["backends"]["diag"]["error"]

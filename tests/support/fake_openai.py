@@ -49,7 +49,7 @@ import time
 from typing import Any, Callable, Union
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 __all__ = [
     "FakeOpenAI",
@@ -78,6 +78,11 @@ class Reply:
     """Extra delay for this reply (default: the server's ``latency``)."""
     usage: dict | None = None
     finish_reason: str | None = None
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs) -> None:  # no access log in test output
+        pass
 
 
 ReplyLike = Union[str, Reply, Callable[[dict], Any]]
@@ -180,9 +185,10 @@ class FakeOpenAI:
 
     def start(self) -> "FakeOpenAI":
         app = self._app()
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="fake-openai", daemon=True)
         self._thread.start()
         return self
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import base64
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from agentflow.tools.base import BackendConfigError, BackendContext, SessionInfo, ToolContext, ToolError, ToolTimeout
-from agentflow.tools.code import CodeBackend
+from agentflow.tools.code import CodeBackend, _usable_by_others
 from agentflow.tools.kernel import KernelHandle, is_alive
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,7 +38,7 @@ def _pids_in_session(sid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     home = tmp_path_factory.mktemp("code-home")
-    return CodeBackend({}, BackendContext(data_dir=home, roots=[home], project_dir=home))
+    return CodeBackend({"run_as": "server"}, BackendContext(data_dir=home, roots=[home], project_dir=home))
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +139,10 @@ def test_server_state_across_workers_crash_timeout_figure_destroy(server):
     worker = "code-srv-1"
     created = server.post("/session/create", {"worker_id": worker, "resource_type": "code"}).json()
     assert created["code"] == 0, created
-    first = _execute(server, worker, "code:run", {"code": "import os\nn = 0\nos.getpid()"})
-    kernel_pid = int(first["data"]["result"])
+    first = _execute(server, worker, "code:run", {"code": "import os\nn = 0\nos.getpid(), os.getuid()"})
+    kernel_pid, kernel_uid = eval(first["data"]["result"])
+    if os.geteuid() == 0 and _usable_by_others(sys.executable):  # then each kernel gets a uid of its own
+        assert kernel_uid != 0
     for i in range(1, 9):  # enough calls that both workers serve some (checked in the audit log)
         env = _execute(server, worker, "code-run", {"code": "n += 1\nn"})
         assert env["code"] == 0 and env["data"]["result"] == str(i)

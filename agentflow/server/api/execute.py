@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from ...runtime.errors import http_status
 from ..envelope import envelope, load_body, request_id, runtime
 from ..middleware import idempotent
 from ..schemas import BatchBody, ExecuteBody
@@ -19,12 +20,12 @@ def execute():
     final_write = None
     if g.get("idempotent"):
         rid = request_id()
-        final_write = lambda env: rt.requests.finish_fn(rid, 200, env)  # noqa: E731
+        final_write = lambda env: rt.requests.settle_fn(rid, http_status(env["code"]), env)  # noqa: E731
         g.answer_stored = True
     result = rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
                                  timeout=body["timeout"], trace_id=body["trace_id"], request_id=request_id(),
                                  final_write=final_write)
-    return result, 200
+    return result, http_status(result["code"])
 
 
 @bp.post("/execute/batch")
@@ -42,7 +43,7 @@ def execute_batch():
             return replay.body if replay else None
 
         def item_final(i):
-            return lambda env: rt.requests.finish_fn(f"{rid}#{i}", 200, env)
+            return lambda env: rt.requests.settle_fn(f"{rid}#{i}", http_status(env["code"]), env)
 
     data = rt.executor.execute_batch(worker_id=body["worker_id"], actions=body["actions"],
                                      parallel=body["parallel"], stop_on_error=body["stop_on_error"],

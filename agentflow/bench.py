@@ -1,0 +1,167 @@
+"""Load test of a running server: latency percentiles, throughput, errors, server CPU.
+
+The load comes from several processes (threads inside each), so the client's own
+Python does not cap what it measures. On a small machine the load generator shares
+the cores with the server; the figure that compares servers is therefore the
+*server CPU time per call* (give ``server_pid`` to measure it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import requests
+
+
+@dataclasses.dataclass
+class BenchResult:
+    calls: int
+    seconds: float
+    latencies_ms: list[float]
+    codes: Counter
+    errors: Counter
+    server_cpu_ms: float | None = None
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_ms)
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 3) if lat else 0.0
+
+        out = {
+            "calls": self.calls,
+            "seconds": round(self.seconds, 3),
+            "requests_per_s": round(self.calls / self.seconds, 1) if self.seconds else 0.0,
+            "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+            "mean_ms": round(statistics.fmean(lat), 3) if lat else 0.0,
+            "codes": {str(k): v for k, v in sorted(self.codes.items())},
+            "errors": dict(self.errors),
+        }
+        if self.server_cpu_ms is not None:
+            out["server_cpu_ms_per_call"] = round(self.server_cpu_ms / max(1, self.calls), 4)
+        return out
+
+
+def _cpu_ms(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total * 1000 / tick
+
+
+def server_processes(pid: int) -> list[int]:
+    """A gunicorn master and its workers (and their children, e.g. shells)."""
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            children = []
+        for child in map(int, children):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
+    url, action, params, threads, deadline, quota, token, worker_prefix = args
+    latencies: list[float] = []
+    codes: Counter = Counter()
+    errors: Counter = Counter()
+    lock = threading.Lock()
+    left = [quota]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def loop(n: int) -> None:
+        session = requests.Session()
+        body = {"worker_id": f"{worker_prefix}_{os.getpid()}_{n}", "action": action, "params": params}
+        while time.monotonic() < deadline:
+            with lock:
+                if left[0] is not None:
+                    if left[0] <= 0:
+                        return
+                    left[0] -= 1
+            t0 = time.perf_counter()
+            try:
+                r = session.post(url + "/execute", json=body, headers=headers, timeout=120)
+                code = r.json().get("code", r.status_code)
+            except (requests.RequestException, ValueError) as err:
+                with lock:
+                    errors[type(err).__name__] += 1
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            with lock:
+                latencies.append(ms)
+                codes[code] += 1
+
+    pool = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies, codes, errors, len(latencies)
+
+
+def run_bench(url: str, action: str = "diag:noop", params: dict | None = None, concurrency: int = 8,
+              duration: float | None = 10.0, requests_total: int | None = None, processes: int | None = None,
+              token: str | None = None, server_pid: int | None = None, warmup_calls: int = 20) -> BenchResult:
+    """Drive ``POST /execute`` with ``concurrency`` clients; see the module docstring."""
+    url = url.rstrip("/")
+    params = params or {}
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    for _ in range(warmup_calls):
+        session.post(url + "/execute", json={"worker_id": "bench_warmup", "action": action, "params": params},
+                     headers=headers, timeout=60)
+    processes = max(1, min(processes or min(concurrency, os.cpu_count() or 1), concurrency))
+    per_proc = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    limit = duration if duration else 3600.0
+    quotas = [None] * processes
+    if requests_total:
+        quotas = [requests_total * n // concurrency for n in per_proc]
+        quotas[0] += requests_total - sum(quotas)
+    prefix = f"bench_{uuid.uuid4().hex[:6]}"
+    pids = server_processes(server_pid) if server_pid else []
+    cpu0 = _cpu_ms(pids) if pids else None
+    t0 = time.monotonic()
+    deadline = t0 + limit
+    jobs = [(url, action, params, n, deadline, q, token, prefix) for n, q in zip(per_proc, quotas)]
+    with mp.get_context("fork").Pool(processes) as pool:
+        parts = pool.map(_worker, jobs)
+    seconds = time.monotonic() - t0
+    result = BenchResult(0, seconds, [], Counter(), Counter())
+    for lat, codes, errors, count in parts:
+        result.latencies_ms.extend(lat)
+        result.codes.update(codes)
+        result.errors.update(errors)
+        result.calls += count
+    if pids:
+        result.server_cpu_ms = _cpu_ms(server_processes(server_pid)) - cpu0
+    return result
+
+
+def format_summary(summary: dict, label: str = "") -> str:
+    head = f"{label}: " if label else ""
+    line = (f"{head}{summary['calls']} calls in {summary['seconds']} s = {summary['requests_per_s']} req/s; "
+            f"latency p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, p99 {summary['p99_ms']} ms")
+    if "server_cpu_ms_per_call" in summary:
+        line += f"; server CPU {summary['server_cpu_ms_per_call']} ms/call"
+    line += f"; codes {json.dumps(summary['codes'])}"
+    if summary["errors"]:
+        line += f"; errors {json.dumps(summary['errors'])}"
+    return line

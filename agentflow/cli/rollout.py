@@ -1,0 +1,91 @@
+"""``agentflow rollout --config …``: run or resume a rollout and print its summary."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rollout", help="run an agent over a benchmark and score it",
+                       description="Run (or resume) a rollout. Flags override the config file's keys.")
+    p.add_argument("--config", help="rollout config JSON (e.g. configs/rollout/rag.json); optional with "
+                                    "--run-id R --resume, which rebuilds the run from the database")
+    p.add_argument("--run-id", help="name of the run (default: <benchmark>-<time>-<random>)")
+    p.add_argument("--resume", action="store_true", help="continue run --run-id: run only what is missing")
+    p.add_argument("--max-workers", type=int, help="tasks run at once")
+    p.add_argument("--model-name", help="model to evaluate")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model")
+    p.add_argument("--data-path", help="benchmark JSONL")
+    p.add_argument("--output-dir", help="where results.jsonl and summary.json go")
+    p.add_argument("--number-of-tasks", type=int, help="run only the first N tasks")
+    p.add_argument("--task-ids", help="comma-separated task ids to run")
+    p.add_argument("--n-samples", type=int, help="samples per task (adds pass@k)")
+    p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
+    p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config key (VALUE is JSON when it parses, else a string); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=_run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "data_path", "output_dir",
+                                         "number_of_tasks", "n_samples", "sandbox_server_url", "database_url")}
+    if args.resume:
+        out["resume"] = True
+    if args.task_ids:
+        out["task_ids"] = [t.strip() for t in args.task_ids.split(",") if t.strip()]
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..rollout import RolloutError, rollout
+
+    overrides = _overrides(args)
+    if not args.config and not (args.resume and args.run_id):
+        raise CommandError("give --config FILE (or --run-id R --resume to continue a stored run)")
+    try:
+        summary = rollout(args.config, progress=not args.no_progress, **overrides)
+    except RolloutError as err:
+        raise CommandError(str(err)) from err
+    except KeyboardInterrupt:
+        print("interrupted: finished tasks are saved; continue with --run-id <run> --resume "
+              "(the run id is in the log above and in `agentflow runs list`)", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary))
+    return 0 if summary.get("status") == "success" else 1
+
+
+def format_summary(s: dict) -> str:
+    """A short human-readable summary of a run."""
+    lines = [f"run {s['run_id']}: {s['status']}  ({s['benchmark_name']}, model {s['model_name']})"]
+    lines.append(f"  tasks       {s['total_samples']} (completed {s['completed']}, failed {s['failed']}, "
+                 f"unscored {s['unscored']}, pending {s['pending']})")
+    if s.get("accuracy") is not None:
+        lines.append(f"  accuracy    {s['accuracy']:.4f}   average_score {s['average_score']:.4f}   "
+                     f"metric {s['metric']}")
+    if s.get("pass_at_k"):
+        lines.append("  " + "   ".join(f"{k} {v:.4f}" for k, v in s["pass_at_k"].items()))
+    lines.append(f"  tokens      {s['total_tokens']} (prompt {s['prompt_tokens']}, completion "
+                 f"{s['completion_tokens']})   turns {s['total_turns']}   tool calls {s['total_tool_calls']}")
+    if s.get("wall_time_s") is not None:
+        lines.append(f"  time        {s['wall_time_s']:.1f} s wall, {s['task_time_s_mean'] or 0:.2f} s per task")
+    for key in ("results_file", "trajectories_file", "summary_file"):
+        if s.get(key):
+            lines.append(f"  {key.replace('_file', ''):<11} {s[key]}")
+    return "\n".join(lines)
