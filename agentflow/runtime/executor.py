@@ -92,12 +92,9 @@ class Executor:
             code, message, data = err.code, err.message, err.data
         meta["execution_time_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         envelope = {"code": code, "message": message, "data": data, "meta": meta}
-        writes = [self._audit_fn(envelope, worker_id, params, started_at, batch_index)]
-        if session_write is not None:
-            writes.append(session_write)
-        if final_write is not None:
-            writes.append(final_write(envelope))
-        self._writer.write(lambda s: [w(s) for w in writes])
+        writes = [w for w in (session_write, final_write(envelope) if final_write else None) if w is not None]
+        audit_row = (ToolCall.__table__, self._audit_values(envelope, worker_id, params, started_at, batch_index))
+        self._writer.write((lambda s: [w(s) for w in writes]) if writes else None, rows=[audit_row])
         return envelope
 
     def _run(self, spec: ToolSpec, worker_id: str, params: dict, timeout: float | None, meta: dict):
@@ -168,11 +165,11 @@ class Executor:
                                  {"param": "timeout"})
         return float(requested)
 
-    def _audit_fn(self, envelope: dict, worker_id: str, params: dict, started_at, batch_index):
+    def _audit_values(self, envelope: dict, worker_id: str, params: dict, started_at, batch_index) -> dict:
         meta = envelope["meta"]
         text = json.dumps(envelope["data"], default=str, ensure_ascii=False)
         raw = text.encode("utf-8", "replace")
-        row = ToolCall(
+        return dict(
             request_id=meta["request_id"], trace_id=meta["trace_id"], worker_id=worker_id,
             session_id=meta["session_id"], temporary_session=meta["temporary_session"],
             resource_type=meta["resource_type"] or "", action=meta["tool"], batch_index=batch_index,
@@ -182,7 +179,6 @@ class Executor:
             result_sha256=hashlib.sha256(raw).hexdigest(), result_truncated=len(raw) > AUDIT_RESULT_CAP,
             started_at=started_at, duration_ms=meta["execution_time_ms"], server_pid=self._pid,
         )
-        return lambda s: s.add(row)
 
     # -- batch -------------------------------------------------------------------
     def execute_batch(self, *, worker_id: str, actions: list[dict], parallel: bool, stop_on_error: bool,

@@ -170,6 +170,10 @@ class KernelBackend(Backend):
             res = execute(handle, code, timeout=ctx.remaining, setup=setup,
                           interrupt_grace=self.interrupt_grace)
         except KernelError as err:
+            if is_alive(handle):  # busy with another call (e.g. from another worker): leave it be
+                raise ToolTimeout(f"the Python kernel is busy and did not answer within the timeout ({err}); "
+                                  "its variables are kept", {"kernel_busy": True,
+                                                             "kernel_restarted": restart_reason is not None}) from None
             session.state["kernel_lost"] = f"the kernel stopped answering ({err})"
             kill_kernel(handle)
             raise ToolError(f"the Python kernel stopped answering: {err}; the next call starts a fresh kernel",

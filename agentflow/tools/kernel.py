@@ -306,9 +306,9 @@ def _client_for(handle: KernelHandle, deadline: float) -> _Client:
     client = _Client(kc)
     with _clients_lock:
         _clients[key] = client
-        while len(_clients) > _CLIENT_CACHE_SIZE:
-            _, old = _clients.popitem(last=False)
-            old.kc.stop_channels()
+        evicted = [_clients.popitem(last=False)[1] for _ in range(len(_clients) - _CLIENT_CACHE_SIZE)]
+    for old in evicted:
+        _close(old)
     return client
 
 
@@ -344,14 +344,27 @@ def _drain(kc: BlockingKernelClient, timeout: float) -> None:
 def close_clients() -> None:
     """Close this process's connections to kernels (the kernels keep running)."""
     with _clients_lock:
-        while _clients:
-            _clients.popitem()[1].kc.stop_channels()
+        dropped = list(_clients.values())
+        _clients.clear()
+    for client in dropped:
+        _close(client)
 
 
 def _drop_client(connection_file: str) -> None:
     with _clients_lock:
-        for key in [k for k in _clients if k.startswith(connection_file + ":")]:
-            _clients.pop(key).kc.stop_channels()
+        dropped = [_clients.pop(k) for k in [k for k in _clients if k.startswith(connection_file + ":")]]
+    for client in dropped:
+        _close(client)
+
+
+def _close(client: _Client) -> None:
+    # A thread still inside execute() owns the sockets; they close when it lets go of
+    # the client (garbage collection), never under its feet.
+    if client.lock.acquire(blocking=False):
+        try:
+            client.kc.stop_channels()
+        finally:
+            client.lock.release()
 
 
 # -- execute ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """code backend: the kernel on its own, then ``code:run`` through the real server."""
 from __future__ import annotations
 
+import ast
 import base64
 import os
 import sqlite3
@@ -135,12 +136,33 @@ def _execute(server, worker, action, params, **extra):
     return resp.json()
 
 
-def test_server_state_across_workers_crash_timeout_figure_destroy(server):
+def _gone(pid: int, wait: float = 5.0) -> bool:
+    """The process has exited (or is a zombie nobody has reaped yet)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def code_session(server):
     worker = "code-srv-1"
     created = server.post("/session/create", {"worker_id": worker, "resource_type": "code"}).json()
     assert created["code"] == 0, created
+    yield worker
+    server.post("/session/destroy", {"worker_id": worker, "resource_type": "code"})  # also after a failure
+
+
+def test_server_state_across_workers_crash_timeout_figure_destroy(server, code_session):
+    worker = code_session
     first = _execute(server, worker, "code:run", {"code": "import os\nn = 0\nos.getpid(), os.getuid()"})
-    kernel_pid, kernel_uid = eval(first["data"]["result"])
+    kernel_pid, kernel_uid = ast.literal_eval(first["data"]["result"])
     if os.geteuid() == 0 and _usable_by_others(sys.executable):  # then each kernel gets a uid of its own
         assert kernel_uid != 0
     for i in range(1, 9):  # enough calls that both workers serve some (checked in the audit log)
@@ -166,24 +188,45 @@ def test_server_state_across_workers_crash_timeout_figure_destroy(server):
 
     gone = server.post("/session/destroy", {"worker_id": worker, "resource_type": "code"}).json()
     assert gone["code"] == 0
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{new_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{new_pid}").exists() or "Z" in Path(f"/proc/{new_pid}/stat").read_text().split(")")[-1][:3]
+    assert _gone(new_pid)
 
 
 def test_server_temporary_session_leaves_no_kernel(server):
     env = _execute(server, "code-srv-2", "code:run", {"code": "__import__('os').getpid()"})
     assert env["code"] == 0 and env["meta"]["temporary_session"] is True
-    pid = int(env["data"]["result"])
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stat = Path(f"/proc/{pid}/stat")
-    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
+    assert _gone(int(env["data"]["result"]))
 
 
 def test_server_lists_code_tool_with_schema(server):
     tools = server.get("/tools").json()["data"]["tools"]
     (run,) = [t for t in tools if t["name"] == "code:run"]
     assert run["parameters"]["required"] == ["code"] and "timeout" in run["parameters"]["properties"]
+
+
+def test_long_workspace_path_puts_sockets_in_short_dir(backend, tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    info = SessionInfo("code_t_004", "t", "code", deep, {}, {})
+    backend.create_session(info)
+    socket_dir = info.state["kernel"]["socket_dir"]
+    assert socket_dir and len(socket_dir) < 40
+    assert backend.run(_ctx(info), code="2 + 2")["result"] == "4"
+    backend.destroy_session(info)
+    assert not Path(socket_dir).exists()
+
+
+def test_busy_kernel_is_not_killed_by_a_second_client(backend, session):
+    """A process that first connects while another call runs must wait, not kill the kernel."""
+    import threading
+
+    from agentflow.tools import kernel as kernel_mod
+
+    long = threading.Thread(target=lambda: backend.run(_ctx(session), code="import time; time.sleep(1.5); z = 7"))
+    long.start()
+    time.sleep(0.3)
+    kernel_mod.close_clients()  # what a fresh worker process sees: no cached connection
+    with pytest.raises(ToolTimeout) as err:
+        backend.run(_ctx(session, timeout=0.5), code="1")
+    long.join()
+    assert err.value.data.get("kernel_busy") is True or err.value.data.get("interrupted") is True
+    assert backend.run(_ctx(session), code="z")["result"] == "7"
