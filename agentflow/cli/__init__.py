@@ -17,6 +17,7 @@ _SUBCOMMANDS = [
     "agentflow.cli.web",
     "agentflow.cli.rollout",
     "agentflow.cli.runs",
+    "agentflow.cli.synthesize",
 ]
 
 

@@ -51,7 +51,13 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from ..rollout import RolloutError, rollout
+
+    if not args.verbose:  # the HTTP client logs every model request at INFO
+        for name in ("httpx", "httpx2", "openai", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     overrides = _overrides(args)
     if not args.config and not (args.resume and args.run_id):

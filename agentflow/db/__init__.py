@@ -7,6 +7,7 @@ from .base import Base, isoformat, utcnow
 from .engine import DatabaseError, default_database_url, make_engine, make_session_factory, upgrade
 from . import models  # noqa: F401  (registers the server tables)
 from . import rollout  # noqa: F401  (registers the rollout tables)
+from . import synthesis  # noqa: F401  (registers the synthesis tables)
 from . import web_cache  # noqa: F401
 
 __all__ = [

@@ -91,9 +91,11 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(url: str):
+    import sys
+
     from alembic.config import Config
 
-    cfg = Config()
+    cfg = Config(stdout=sys.stdout)  # alembic's default binds the stdout of its import time
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["configure_logger"] = False

@@ -7,10 +7,10 @@ like any table, e.g. ``SELECT provider, kind, count(*) FROM web_cache GROUP BY 1
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from typing import Any, Optional
 
 from sqlalchemy import JSON, DateTime, String, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
@@ -50,21 +50,26 @@ def get_entry(session: Session, key: str, now: dt.datetime | None = None) -> Web
 
 def put_entry(session: Session, key: str, provider: str, kind: str, request: dict, response: dict,
               ttl_seconds: float | None = None) -> None:
-    """Insert or replace the entry under ``key`` (flushes; the caller commits).
+    """Insert or replace the entry under ``key`` (the caller commits).
 
-    A concurrent insert of the same key by another process is not an error: the
-    other answer is kept.
+    On sqlite and PostgreSQL this is one ``INSERT … ON CONFLICT DO UPDATE``, so the
+    transaction never reads before it writes and concurrent writers of one key simply
+    take turns; the last answer wins.
     """
     now = utcnow()
-    expires = now + dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None
-    existing = session.get(WebCacheEntry, key)
-    if existing is not None:
-        existing.response, existing.request, existing.created_at, existing.expires_at = response, request, now, expires
-        session.flush()
+    values = dict(key=key, provider=provider, kind=kind, request=request, response=response, created_at=now,
+                  expires_at=now + dt.timedelta(seconds=ttl_seconds) if ttl_seconds else None)
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
+        stmt = insert(WebCacheEntry).values(**values)
+        update = {k: stmt.excluded[k] for k in ("request", "response", "created_at", "expires_at")}
+        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_=update))
         return
-    try:
-        with session.begin_nested():
-            session.add(WebCacheEntry(key=key, provider=provider, kind=kind, request=request, response=response,
-                                      created_at=now, expires_at=expires))
-    except IntegrityError:
-        pass
+    existing = session.get(WebCacheEntry, key)
+    if existing is None:
+        session.add(WebCacheEntry(**values))
+    else:
+        for name, value in values.items():
+            setattr(existing, name, value)
+    session.flush()

@@ -13,7 +13,7 @@ tokens, each quoted, OR-ed together (stop words dropped when other words remain)
 Ranking is BM25 (k1 = 1.2, b = 0.75, FTS5's own ``bm25``). FTS5 scores every row that
 matches, so a query with a very common word costs time in proportion to the corpus. Such
 queries run in two stages, like Lucene's ``CommonTermsQuery``: the selective words
-(document frequency at most 5% of the corpus) find the best ``CANDIDATES`` passages with
+(document frequency at most 10% of the corpus) find the best ``CANDIDATES`` passages with
 FTS5, then the common words' BM25 contributions are added to those candidates (same
 stems, idf and length normalisation as FTS5) and they are re-sorted. Queries made only of
 selective words, and every query on a small corpus, are ranked by FTS5 in one pass.
@@ -50,7 +50,7 @@ MAX_QUERY_TERMS = 32
 K1, B = 1.2, 0.75
 EXACT_POSTINGS = 5000
 """Queries whose words occur in at most this many passages in all are ranked in one pass."""
-COMMON_FRACTION = 0.05
+COMMON_FRACTION = 0.10
 CANDIDATES = 100
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)

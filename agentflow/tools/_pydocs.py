@@ -173,9 +173,10 @@ def _methods(cls) -> list[tuple[str, object]]:
 
 def _signature(obj) -> str:
     try:
-        return str(inspect.signature(obj))
+        sig = str(inspect.signature(obj))
     except (TypeError, ValueError):
         return "(...)"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", sig)  # object addresses would change on every run
 
 
 def _module_passages(name: str) -> Iterator[dict]:
@@ -230,6 +231,15 @@ def _paragraphs_html(text: str) -> str:
     return "\n".join(out)
 
 
+def _summary_line(doc: str, limit: int = 80) -> str:
+    """First sentence of a docstring's first paragraph, cut at a word near ``limit``."""
+    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    sentence = re.split(r"(?<=[.!?])\s(?=[A-Z])", para, maxsplit=1)[0].rstrip(".")
+    if len(sentence) > limit:
+        sentence = sentence[:limit].rsplit(" ", 1)[0] + " …"
+    return sentence
+
+
 def module_page(name: str, version: str) -> dict | None:
     """Render one module's documentation as an HTML page.
 
@@ -240,7 +250,7 @@ def module_page(name: str, version: str) -> dict | None:
     if module is None:
         return None
     doc = inspect.getdoc(module) or ""
-    summary = doc.strip().splitlines()[0].rstrip(".") if doc.strip() else ""
+    summary = _summary_line(doc)
     heading = f"{name} — {summary}" if summary else name
     title = f"{heading} — Python {version} documentation"
     url = f"https://docs.python.org/3/library/{name}.html"

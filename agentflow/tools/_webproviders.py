@@ -153,7 +153,8 @@ def fetch_page(url: str, *, timeout: float, max_bytes: int, allow_private: bool)
                     break
         except requests.RequestException as err:
             raise ProviderError(f"cannot fetch {current}: {err}") from err
-        text = body[:max_bytes].decode(resp.encoding or "utf-8", errors="replace")
+        declared = "charset=" in resp.headers.get("Content-Type", "").lower()
+        text = body[:max_bytes].decode(resp.encoding if declared and resp.encoding else "utf-8", errors="replace")
     if ctype in ("", "text/html", "application/xhtml+xml") and "<" in text[:2000]:
         page = html_to_text(text)
         return {"url": current, "title": page.title, "text": page.text, "content_type": ctype or "text/html"}

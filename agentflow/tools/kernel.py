@@ -278,6 +278,8 @@ class _Client:
     def __init__(self, kc: BlockingKernelClient):
         self.kc = kc
         self.lock = threading.Lock()
+        self.retired = False
+        """Dropped from the cache while in use: the user closes it when done."""
 
 
 _clients: OrderedDict[str, _Client] = OrderedDict()
@@ -358,8 +360,8 @@ def _drop_client(connection_file: str) -> None:
 
 
 def _close(client: _Client) -> None:
-    # A thread still inside execute() owns the sockets; they close when it lets go of
-    # the client (garbage collection), never under its feet.
+    # A thread still inside execute() owns the sockets: it closes them when it is done.
+    client.retired = True
     if client.lock.acquire(blocking=False):
         try:
             client.kc.stop_channels()
@@ -390,40 +392,48 @@ def execute(handle: KernelHandle, code: str, *, timeout: float, setup: str | Non
         return ExecResult(status="died", exit_info=_reap(handle.pid))
     client = _client_for(handle, deadline=max(deadline, time.monotonic() + 5.0))
     with client.lock:
-        kc = client.kc
-        if setup:
-            kc.execute(setup, silent=True, store_history=False, allow_stdin=False)
-        msg_id = kc.execute(code, store_history=store_history, allow_stdin=False, stop_on_error=False)
-        res = ExecResult(status="ok")
-        interrupted_at = None
-        while True:
-            now = time.monotonic()
-            if interrupted_at is None and now >= deadline:
-                interrupted_at = now
-                res.interrupted = True
-                _signal_group(handle, signal.SIGINT)
-            if interrupted_at is not None and now >= interrupted_at + interrupt_grace:
-                res.status, res.killed = "timeout", True
-                kill_kernel(handle)
+        try:
+            return _execute_locked(client.kc, handle, code, deadline, setup, interrupt_grace, store_history)
+        finally:
+            if client.retired:
+                client.kc.stop_channels()
+
+
+def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, deadline: float,
+                    setup: str | None, interrupt_grace: float, store_history: bool) -> ExecResult:
+    if setup:
+        kc.execute(setup, silent=True, store_history=False, allow_stdin=False)
+    msg_id = kc.execute(code, store_history=store_history, allow_stdin=False, stop_on_error=False)
+    res = ExecResult(status="ok")
+    interrupted_at = None
+    while True:
+        now = time.monotonic()
+        if interrupted_at is None and now >= deadline:
+            interrupted_at = now
+            res.interrupted = True
+            _signal_group(handle, signal.SIGINT)
+        if interrupted_at is not None and now >= interrupted_at + interrupt_grace:
+            res.status, res.killed = "timeout", True
+            kill_kernel(handle)
+            return res
+        limit = (interrupted_at + interrupt_grace) if interrupted_at is not None else deadline
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.001, min(_POLL_SLICE, limit - now)))
+        except queue.Empty:
+            if not is_alive(handle):
+                res.status, res.exit_info = "died", _reap(handle.pid)
+                _drop_client(handle.connection_file)
                 return res
-            limit = (interrupted_at + interrupt_grace) if interrupted_at is not None else deadline
-            try:
-                msg = kc.get_iopub_msg(timeout=max(0.001, min(_POLL_SLICE, limit - now)))
-            except queue.Empty:
-                if not is_alive(handle):
-                    res.status, res.exit_info = "died", _reap(handle.pid)
-                    _drop_client(handle.connection_file)
-                    return res
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if _collect(res, msg):
-                break
-        if res.interrupted:
-            res.status = "timeout"
-        elif res.error is not None:
-            res.status = "error"
-        return res
+            continue
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if _collect(res, msg):
+            break
+    if res.interrupted:
+        res.status = "timeout"
+    elif res.error is not None:
+        res.status = "error"
+    return res
 
 
 def _collect(res: ExecResult, msg: dict) -> bool:

@@ -53,6 +53,23 @@ def test_search_returns_ranked_hits(shipped):
     assert scores == sorted(scores, reverse=True) and scores[0] > 0
 
 
+def test_two_stage_ranking_matches_exact_bm25(shipped, monkeypatch):
+    """A query with common words ("return", "method", "function" are in >10% of the
+    passages) takes the two-stage path; its scores must equal FTS5's own bm25."""
+    from agentflow.tools import _fts
+
+    query = "return the smallest item of a heap method function"
+    common_words = []
+    add_common = _fts.FtsIndex._add_common
+    monkeypatch.setattr(_fts.FtsIndex, "_add_common",
+                        lambda self, hits, common: (common_words.extend(common), add_common(self, hits, common))[1])
+    two_stage = shipped.search(ctx(), query=query, top_k=5)["hits"]
+    assert "return" in common_words  # the two-stage path ran
+    monkeypatch.setattr(_fts, "EXACT_POSTINGS", 10**12)
+    exact = shipped.search(ctx(), query=query, top_k=5)["hits"]
+    assert [(h["id"], h["score"]) for h in two_stage] == [(h["id"], h["score"]) for h in exact]
+
+
 def test_default_top_k(shipped):
     assert len(shipped.search(ctx(), query="context manager")["hits"]) == 5
 
@@ -207,3 +224,86 @@ def test_python_docs_corpus_regenerates(tmp_path):
     shipped = {json.loads(line)["id"] for line in open(SHIPPED)}
     assert len(fresh) == sum(1 for _ in open(out))  # ids are unique
     assert len(fresh & shipped) > 0.9 * len(shipped)
+    again = tmp_path / "again.jsonl"
+    assert main(["rag", "build-corpus", "--python-docs", "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()  # deterministic (no object addresses, stable order)
+
+
+# -- through the real server ---------------------------------------------------------------
+
+def _execute(server, action: str, params: dict, worker: str = "rag-test") -> tuple[int, dict]:
+    resp = server.post("/execute", {"worker_id": worker, "action": action, "params": params})
+    return resp.status_code, resp.json()
+
+
+def test_server_search_and_aliases(server):
+    status, body = _execute(server, "rag:search", {"query": "What is the default maxsize of lru_cache?", "top_k": 3})
+    assert status == 200 and body["code"] == 0, body
+    assert body["data"]["hits"][0]["id"] == "module:functools.lru_cache#0"
+    assert body["meta"]["tool"] == "rag:search" and body["meta"]["temporary_session"] is False
+    status, body = _execute(server, "rag-batch_search", {"queries": ["heapq", "uuid4"], "top_k": 1})
+    assert body["code"] == 0 and len(body["data"]["results"]) == 2
+    status, body = _execute(server, "rag_stats", {})
+    assert body["code"] == 0 and body["data"]["passages"] > 3000
+
+
+@pytest.mark.parametrize("params, param", [
+    ({"query": ""}, "query"),
+    ({"query": "?? !!"}, "query"),
+    ({}, "query"),
+    ({"query": "json", "top_k": 0}, "top_k"),
+    ({"query": "json", "top_k": 500}, "top_k"),
+    ({"query": "json", "k": 3}, None),
+])
+def test_server_rejects_bad_parameters(server, params, param):
+    status, body = _execute(server, "rag:search", params)
+    assert (status, body["code"]) == (400, 1002), body
+    if param:
+        assert param in body["message"]
+
+
+def test_server_batch_with_a_blank_query(server):
+    status, body = _execute(server, "rag:batch_search", {"queries": ["json", " "]})
+    assert (status, body["code"]) == (400, 1002) and "queries[1]" in body["message"]
+
+
+def test_server_tool_list_has_schemas(server):
+    tools = {t["name"]: t for t in server.get("/tools").json()["data"]["tools"]}
+    assert tools["rag:search"]["parameters"]["required"] == ["query"]
+    names = [t["function"]["name"] for t in server.get("/tools", params={"format": "openai"}).json()["data"]["tools"]]
+    assert {"rag-search", "rag-batch_search", "rag-stats"} <= set(names)
+
+
+def test_server_with_custom_corpus_and_missing_corpus(server_factory, tmp_path):
+    corpus = write_corpus(tmp_path / "mine.jsonl", [{"id": "x1", "title": "Zebra", "text": "Zebras have stripes."}])
+    srv = server_factory(config={"resources": {"rag": {"enabled": True, "config": {"corpus_path": str(corpus)}}},
+                                 "warmup": {"enabled": True, "resources": ["rag"]}}, workers=1)
+    status, body = _execute(srv, "rag:search", {"query": "stripes"})
+    assert body["data"]["hits"][0]["id"] == "x1"
+    with pytest.raises(RuntimeError, match="corpus_path"):
+        server_factory(config={"resources": {"rag": {"config": {"corpus_path": str(tmp_path / "none.jsonl")}}}},
+                       workers=1)
+
+
+def test_shipped_config_loads():
+    from agentflow.config import load_server_config
+
+    cfg = load_server_config(REPO / "configs" / "sandbox-server" / "rag.json", env={})
+    backend = RagBackend(cfg.resources["rag"], BackendContext(data_dir=Path("/nonexistent"), roots=[],
+                                                              project_dir=REPO))
+    assert backend.corpus_path == SHIPPED.resolve() and backend.default_top_k == 5
+
+
+REFERENCE = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server"
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference configs not available")
+def test_reference_rag_config_fails_with_a_clear_message(tmp_path):
+    from agentflow.config import ConfigError, load_server_config
+
+    with pytest.raises(ConfigError, match="RAG_EMBEDDING_MODEL_PATH"):
+        load_server_config(REFERENCE / "rag_config.json", env={})
+    env = {"RAG_EMBEDDING_MODEL_PATH": "e5", "RAG_INDEX_PATH": "faiss.index", "RAG_CORPUS_PATH": str(SHIPPED)}
+    cfg = load_server_config(REFERENCE / "rag_config.json", env=env)
+    with pytest.raises(BackendConfigError, match="dense"):
+        make(tmp_path, **cfg.resources["rag"])

@@ -1,0 +1,89 @@
+"""``agentflow synthesize --config …``: run or resume a synthesis and print its report."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import CommandError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synthesize", help="explore tools from seeds and write verified QA data",
+                       description="Run (or resume) a synthesis. Flags override the config file's keys.")
+    p.add_argument("--config", help="synthesis config JSON (e.g. configs/synthesis/rag.json); optional with "
+                                    "--run-id R --resume, which rebuilds the run from the database")
+    p.add_argument("--run-id", help="name of the run (default: synth-<time>-<random>)")
+    p.add_argument("--resume", action="store_true", help="continue run --run-id: skip finished seeds")
+    p.add_argument("--max-workers", type=int, help="seeds explored at once")
+    p.add_argument("--seeds", help="seeds file (instead of the config's seeds_file)")
+    p.add_argument("--model-name", help="model that explores and writes QA")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model")
+    p.add_argument("--output-dir", help="where synthesized_qa.jsonl, trajectories.jsonl and report.json go")
+    p.add_argument("--number-of-seed", type=int, help="use only the first N seeds")
+    p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
+    p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config key (VALUE is JSON when it parses, else a string); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_run)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "output_dir",
+                                         "number_of_seed", "sandbox_server_url", "database_url")}
+    if args.resume:
+        out["resume"] = True
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from ..synthesis import SynthesisError, synthesize
+
+    if not args.verbose:  # the HTTP client logs every model request at INFO
+        for name in ("httpx", "openai", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    if not args.config and not (args.resume and args.run_id):
+        raise CommandError("give --config FILE (or --run-id R --resume to continue a stored run)")
+    try:
+        report = synthesize(args.config, seeds=args.seeds, progress=not args.no_progress, **_overrides(args))
+    except SynthesisError as err:
+        raise CommandError(str(err)) from err
+    except KeyboardInterrupt:
+        print("interrupted: stored nodes and QA are kept; continue with --run-id <run> --resume", file=sys.stderr)
+        return 130
+    print(json.dumps(report, indent=2, default=str) if args.json else format_report(report))
+    return 0 if report.get("status") == "success" else 1
+
+
+def format_report(r: dict) -> str:
+    """A short human-readable run report."""
+    seeds, nodes, paths, qa = r["seeds"], r["nodes"], r["paths"], r["qa"]
+    lines = [f"run {r['run_id']}: {r['status']}  (model {r['model_name']})"]
+    if r.get("error"):
+        lines.append(f"  error       {r['error']}")
+    lines.append(f"  seeds       {seeds['total']} (done {seeds['done']})")
+    lines.append(f"  nodes       {nodes['total']} ({nodes['actions']} actions, "
+                 + ", ".join(f"{k} {v}" for k, v in nodes["by_kind"].items() if k not in ("action",)) + ")")
+    lines.append(f"  paths       {paths['candidates']} candidates, {paths['selected']} selected")
+    reasons = ", ".join(f"{k} {v}" for k, v in qa["rejected_by_reason"].items())
+    lines.append(f"  qa          {qa['accepted']} accepted, {qa['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
+    t = r.get("throughput") or {}
+    if t.get("nodes_per_minute") is not None:
+        lines.append(f"  throughput  {t['nodes_made']} nodes in {t['wall_time_s']:.1f} s "
+                     f"({t['nodes_per_minute']:.0f} nodes/min)")
+    for key in ("qa_file", "trajectories_file", "report_file"):
+        if r.get(key):
+            lines.append(f"  {key:<17} {r[key]}")
+    return "\n".join(lines)

@@ -1,0 +1,413 @@
+"""Running a synthesis: seeds in parallel, each explored, its paths chosen and its QA
+written, everything committed as it is made, resumable after a crash.
+
+:func:`synthesize` is the entry point. A run is a ``synthesis_runs`` row keyed by
+``run_id`` with the fingerprint of its identity; ``resume`` checks it, skips seeds that
+are ``done``, and continues the others from their stored nodes (a finished tree is not
+explored again, stored paths are reused, and paths that already have a QA candidate get
+no new one). Each seed has its own sandbox ``worker_id``; its tool calls carry one
+``trace_id``, so the server's audit rows of a seed are one query away.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ..config import ConfigError, load_server_config
+from ..db import make_engine, make_session_factory, upgrade
+from ..db.base import utcnow
+from ..db.synthesis import (
+    QA_ACCEPTED,
+    RUN_CANCELLED,
+    RUN_ERROR,
+    RUN_RUNNING,
+    RUN_SUCCESS,
+    SEED_DONE,
+    SEED_ERROR,
+    SEED_PENDING,
+    SEED_SAMPLED,
+    SEED_SAMPLING,
+    SynthesisPath,
+    SynthesisQA,
+    SynthesisRun,
+    SynthesisSeed,
+)
+from ..llm import ChatModel, LLMError
+from ..sandbox import Sandbox, SandboxError
+from ..version import __version__
+from .config import FINGERPRINT_VERSION, SynthesisConfig, fingerprint, load_config, resolve_path, run_identity
+from .qa import DuplicateIndex, check_qa, generate_qa, trajectory_steps
+from .sampler import ExplorationError, TreeSampler
+from .seeds import Seed, load_seeds, seeds_checksum
+from .selection import ScoredPath, select_paths
+from .store import add_node, export_run, get_run, node_rows, touch
+
+__all__ = ["FingerprintMismatch", "SynthesisError", "Runner", "synthesize"]
+
+log = logging.getLogger(__name__)
+
+
+class SynthesisError(Exception):
+    """A synthesis run cannot start or continue (the message says why and what to do)."""
+
+
+class FingerprintMismatch(SynthesisError):
+    """``resume`` was asked for a run whose config or seeds changed since it started.
+    Resuming would mix two experiments, so it is refused; start a new run instead."""
+
+
+def synthesize(config_path: str | Path | dict | None = None, seeds: Any = None, *, progress: bool = False,
+               **overrides: Any) -> dict:
+    """Run (or resume) a synthesis and return its report.
+
+    Args:
+        config_path: A synthesis config file (see ``configs/synthesis/``), a dict, or ``None``.
+            ``synthesize(run_id=X, resume=True)`` without a config rebuilds the run from the
+            spec and seeds stored in the database.
+        seeds: Seeds to use instead of the config's ``seeds_file``: a path, a list of
+            strings or a list of ``{content, kwargs}`` dicts (see :func:`load_seeds`).
+        progress: Show a tqdm progress bar over seeds.
+        overrides: Config keys that replace the file's (``max_workers=8``, ``run_id="r1"``,
+            ``resume=True``, ``output_dir=...``, ``database_url=...``).
+
+    Returns:
+        The run report: ``seeds``, ``nodes``, ``paths``, ``qa`` (accepted, rejected by
+        reason), tokens, timing, ``throughput`` of this invocation, and the paths of
+        ``synthesized_qa.jsonl``, ``trajectories.jsonl`` and ``report.json``.
+
+    Raises:
+        ConfigError: invalid config or seeds (the message names the key, file or line).
+        FingerprintMismatch: resuming a run whose config or seeds changed.
+        SynthesisError: the run exists (without ``resume``), or the sandbox lacks the tools.
+
+    Usage::
+
+        report = synthesize("configs/synthesis/rag.json", max_workers=4)
+        print(report["qa"]["accepted"], report["qa_file"])
+    """
+    if config_path is None and overrides.get("resume") and overrides.get("run_id") and not overrides.get("model_name"):
+        config_path, stored_seeds = _stored_run(overrides)
+        seeds = seeds if seeds is not None else stored_seeds
+    cfg = load_config(config_path, **overrides)
+    if seeds is None:
+        if not cfg.seeds_file:
+            raise ConfigError("no seeds: pass seeds=... or set 'seeds_file' in the config")
+        seeds = resolve_path(cfg.seeds_file, cfg)
+    seed_list = load_seeds(seeds)
+    if cfg.number_of_seed:
+        seed_list = seed_list[: cfg.number_of_seed]
+    return Runner(cfg, seed_list, progress=progress).run()
+
+
+def database_url(cfg_url: str | None = None) -> tuple[str, Path | None]:
+    """The database of synthesis runs: the given URL, else the server's default."""
+    server = load_server_config()
+    return cfg_url or server.effective_database_url, server.data_dir
+
+
+def _stored_run(overrides: dict) -> tuple[dict, list[dict]]:
+    url, lock_dir = database_url(overrides.get("database_url"))
+    upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            run = get_run(session, overrides["run_id"])
+            if run is None:
+                raise SynthesisError(f"no synthesis run {overrides['run_id']!r} to resume in {url}")
+            stored = dict((run.spec or {}).get("config") or {})
+            seeds = [{"content": s.content, "kwargs": s.kwargs} for s in run.seeds]
+    finally:
+        engine.dispose()
+    for key in ("api_key", "database_url"):
+        if stored.get(key) == "***":
+            stored.pop(key)
+    for key in ("source", "seeds_file", "number_of_seed"):
+        stored.pop(key, None)
+    return stored, seeds
+
+
+def _new_run_id() -> str:
+    return f"synth-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+class Runner:
+    """One execution of a synthesis config (a new run, or the rest of a resumed one)."""
+
+    def __init__(self, cfg: SynthesisConfig, seeds: list[Seed], *, progress: bool = False):
+        if not cfg.model_name:
+            raise ConfigError("'model_name' is required")
+        self.cfg, self.seeds, self.progress = cfg, seeds, progress
+        self.stop = threading.Event()
+        self._write_lock = threading.Lock()
+        self.nodes_made = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def _open_run(self, s, identity: dict, fp: str) -> SynthesisRun:
+        cfg = self.cfg
+        run = get_run(s, self.run_id)
+        if run is None:
+            if cfg.resume:
+                raise SynthesisError(f"no synthesis run {self.run_id!r} to resume; leave out --resume to start it")
+            run = SynthesisRun(id=self.run_id, status=RUN_RUNNING, model_name=cfg.model_name, fingerprint=fp,
+                               fingerprint_version=FINGERPRINT_VERSION, total_seeds=len(self.seeds),
+                               output_dir=str(self.output_dir),
+                               spec={"config": cfg.public_dict(), "identity": identity,
+                                     "agentflow_version": __version__})
+            s.add(run)
+            for i, seed in enumerate(self.seeds):
+                s.add(SynthesisSeed(run_id=self.run_id, seed_index=i, content=seed.content, kwargs=seed.kwargs,
+                                    status=SEED_PENDING))
+            return run
+        if not cfg.resume:
+            raise SynthesisError(f"synthesis run {self.run_id!r} already exists; pass resume=True (--resume) to "
+                                 f"continue it, or choose another run_id")
+        stored = (run.spec or {}).get("identity") or {}
+        if run.fingerprint != fp or run.fingerprint_version != FINGERPRINT_VERSION:
+            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+            raise FingerprintMismatch(
+                f"cannot resume run {self.run_id!r}: its config or seeds changed since it started "
+                f"(changed: {', '.join(changed) or 'fingerprint version'}). Restore the original settings, or "
+                f"start a new run with another run_id.")
+        touch(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir))
+        return run
+
+    def _open_sandbox(self) -> Sandbox:
+        cfg = self.cfg
+        sandbox = Sandbox(cfg.sandbox_server_url, worker_id=f"synth-{uuid.uuid4().hex[:8]}-main",
+                          timeout=cfg.sandbox_timeout, max_retries=3, auto_start_server=cfg.sandbox_auto_start,
+                          config_path=cfg.sandbox_config_path)
+        try:
+            sandbox.start_sync()
+        except SandboxError as err:
+            raise SynthesisError(f"cannot reach the sandbox server: {err}") from err
+        return sandbox
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        identity = run_identity(cfg, seeds_checksum(self.seeds))
+        fp = fingerprint(identity)
+        self.run_id = cfg.run_id or _new_run_id()
+        self.output_dir = Path(cfg.output_dir or Path("synthesis_results") / self.run_id)
+        url, lock_dir = database_url(cfg.database_url)
+        upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
+        # read-then-write transactions share the file with the server's audit writes:
+        # BEGIN IMMEDIATE makes them wait their turn instead of failing with "locked"
+        engine = make_engine(url, immediate=True)
+        self.sessions = make_session_factory(engine)
+        started = time.monotonic()
+        try:
+            with self.sessions() as s:
+                self._open_run(s, identity, fp)
+                s.commit()
+                todo = [(row.id, row.seed_index) for row in s.scalars(
+                    select(SynthesisSeed).where(SynthesisSeed.run_id == self.run_id,
+                                                SynthesisSeed.status != SEED_DONE).order_by(SynthesisSeed.seed_index))]
+                accepted = list(s.scalars(select(SynthesisQA.question).where(
+                    SynthesisQA.run_id == self.run_id, SynthesisQA.status == QA_ACCEPTED)))
+            if cfg.resume:
+                log.info("resuming synthesis run %s: %d of %d seeds to do", self.run_id, len(todo), len(self.seeds))
+            self.duplicates = DuplicateIndex(cfg.question_similarity_threshold, accepted)
+            self.accepted = len(accepted)
+            try:
+                status, error = self._execute(todo)
+            except SynthesisError as err:
+                self._finish(RUN_ERROR, str(err), started)
+                raise
+            except KeyboardInterrupt:
+                self._finish(RUN_CANCELLED, "interrupted", started)
+                raise
+            return self._finish(status, error, started)
+        finally:
+            engine.dispose()
+
+    def _execute(self, todo: list[tuple[int, int]]) -> tuple[str, str | None]:
+        if not todo:
+            return RUN_SUCCESS, None
+        cfg = self.cfg
+        from ..rollout.agent import ToolDiscoveryError, discover_tools
+
+        self.sandbox = self._open_sandbox()
+        try:
+            try:
+                self.toolbox = discover_tools(self.sandbox, cfg.available_tools)
+            except ToolDiscoveryError as err:
+                raise SynthesisError(str(err)) from err
+            except SandboxError as err:
+                raise SynthesisError(f"cannot list the sandbox server's tools: {err}") from err
+            self.model = ChatModel(cfg.model_name, api_key=cfg.api_key, base_url=cfg.base_url,
+                                   timeout=cfg.request_timeout, max_retries=cfg.max_retries,
+                                   temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            outcomes = self._pool(todo)
+        finally:
+            self.sandbox.close_sync()
+        failed = [i for i, ok in outcomes.items() if ok is False]
+        if failed:
+            return RUN_ERROR, (f"{len(failed)} seed(s) failed ({', '.join(map(str, sorted(failed)[:10]))}); "
+                               f"see synthesis_seeds.error and resume the run to retry them")
+        return RUN_SUCCESS, None
+
+    def _pool(self, todo: list[tuple[int, int]]) -> dict[int, bool | None]:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(self.seeds), initial=len(self.seeds) - len(todo), desc="synthesis", unit="seed",
+                   disable=not self.progress, dynamic_ncols=True)
+        outcomes: dict[int, bool | None] = {}
+        pool = cf.ThreadPoolExecutor(max_workers=min(self.cfg.max_workers, len(todo)), thread_name_prefix="seed")
+        try:
+            futures = {pool.submit(self._seed, seed_id, index): index for seed_id, index in todo}
+            for fut in cf.as_completed(futures):
+                outcomes[futures[fut]] = fut.result()
+                bar.update(1)
+                bar.set_postfix({"accepted": self.accepted}, refresh=False)
+        except KeyboardInterrupt:
+            self.stop.set()
+            log.warning("interrupted: waiting for in-flight expansions to finish (stored nodes are kept)")
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            bar.close()
+        return outcomes
+
+    # ------------------------------------------------------------------ one seed
+
+    def _seed(self, seed_id: int, index: int) -> bool | None:
+        """Explore, select and write QA for one seed; ``True`` done, ``False`` failed,
+        ``None`` skipped (stopping, or ``target_qa_count`` reached)."""
+        cfg = self.cfg
+        if self.stop.is_set() or (cfg.target_qa_count and self.accepted >= cfg.target_qa_count):
+            return None
+        seed = self.seeds[index]
+        sandbox = Sandbox(cfg.sandbox_server_url, worker_id=f"synth-{uuid.uuid4().hex[:8]}-s{index}",
+                          timeout=cfg.sandbox_timeout, max_retries=3)
+        trace_id = f"syn-{uuid.uuid4().hex}"
+        with self._write_lock, self.sessions() as s:
+            row = s.get(SynthesisSeed, seed_id)
+            status = row.status
+            touch(row, status=SEED_SAMPLING if status in (SEED_PENDING, SEED_SAMPLING, SEED_ERROR) else status,
+                  attempts=row.attempts + 1, started_at=row.started_at or utcnow(), worker_id=sandbox.worker_id,
+                  error=None)
+            s.commit()
+            rows = node_rows(s, seed_id)
+        opened: list[str] = []
+        try:
+            opened = self._open_sessions(sandbox)
+            sampler = TreeSampler(cfg, self.model, sandbox, self.toolbox, seed, trace_id=trace_id, stop=self.stop,
+                                  save_node=lambda rec: self._save_node(seed_id, rec))
+            root = sampler.run(sampler.load(rows) if rows else None)
+            if self.stop.is_set():
+                return None
+            self._set_seed(seed_id, status=SEED_SAMPLED)
+            self._qa(seed_id, seed, sampler, root)
+            self._set_seed(seed_id, status=SEED_DONE, finished_at=utcnow())
+            return True
+        except (ExplorationError, LLMError) as err:
+            log.warning("seed %d failed: %s", index, err)
+            self._set_seed(seed_id, status=SEED_ERROR, error=str(err))
+            return False
+        except Exception as err:  # boundary: a bug must not kill the run; the seed is retried on resume
+            log.exception("seed %d failed unexpectedly", index)
+            self._set_seed(seed_id, status=SEED_ERROR, error=f"unexpected {type(err).__name__}: {err}")
+            return False
+        finally:
+            for resource in opened:
+                try:
+                    sandbox.destroy_session_sync(resource)
+                except SandboxError:
+                    pass
+            sandbox.close_sync()
+
+    def _open_sessions(self, sandbox: Sandbox) -> list[str]:
+        """Sessions of ``resource_types`` with their ``resource_init_configs`` (AgentFlow
+        compatibility). A resource the server refuses is skipped with a warning."""
+        opened = []
+        for resource in self.cfg.resource_types:
+            init = (self.cfg.resource_init_configs.get(resource) or {}).get("content") or None
+            try:
+                sandbox.create_session_sync(resource, init)
+                opened.append(resource)
+            except SandboxError as err:
+                log.warning("no %s session for synthesis (tool calls use temporary sessions): %s", resource, err)
+        return opened
+
+    def _save_node(self, seed_id: int, rec: dict) -> int:
+        with self._write_lock, self.sessions() as s:
+            row = add_node(s, self.run_id, seed_id, rec)
+            s.commit()
+            self.nodes_made += 1
+            return row.id
+
+    def _set_seed(self, seed_id: int, **fields: Any) -> None:
+        with self._write_lock, self.sessions() as s:
+            touch(s.get(SynthesisSeed, seed_id), **fields)
+            s.commit()
+
+    def _qa(self, seed_id: int, seed: Seed, sampler: TreeSampler, root) -> None:
+        cfg = self.cfg
+        with self.sessions() as s:
+            stored = list(s.scalars(select(SynthesisPath).where(SynthesisPath.seed_id == seed_id)))
+            has_qa = set(s.scalars(select(SynthesisQA.path_id).where(SynthesisQA.seed_id == seed_id)))
+        if stored:  # a resumed seed whose selection was already made
+            chosen = [(p.id, [sampler.nodes[i] for i in p.node_ids]) for p in sorted(stored, key=lambda p: p.rank or 0)
+                      if p.selected]
+        else:
+            scored = select_paths(root, min_depth=cfg.min_depth, max_depth=cfg.max_depth,
+                                  max_selected=cfg.max_selected_traj, threshold=cfg.path_similarity_threshold,
+                                  n_tools=len(self.toolbox.specs))
+            chosen = self._store_paths(seed_id, scored)
+        for path_id, nodes in chosen:
+            if path_id in has_qa or self.stop.is_set():
+                continue
+            steps = trajectory_steps(nodes)
+            cand = generate_qa(self.model, cfg, seed, steps)
+            check_qa(cand, steps, cfg, self.duplicates)
+            with self._write_lock, self.sessions() as s:
+                s.add(SynthesisQA(run_id=self.run_id, seed_id=seed_id, path_id=path_id, status=cand.status,
+                                  reason=cand.reason, checks=cand.checks, question=cand.question,
+                                  answer=cand.answer, reasoning_steps=cand.reasoning_steps, raw=cand.raw,
+                                  model_name=cfg.model_name, prompt_tokens=cand.usage.prompt_tokens,
+                                  completion_tokens=cand.usage.completion_tokens))
+                s.commit()
+                if cand.status == QA_ACCEPTED:
+                    self.accepted += 1
+
+    def _store_paths(self, seed_id: int, scored: list[ScoredPath]) -> list[tuple[int, list]]:
+        chosen = []
+        with self._write_lock, self.sessions() as s:
+            rows = []
+            for p in scored:
+                row = SynthesisPath(run_id=self.run_id, seed_id=seed_id, leaf_node_id=p.leaf.id, node_ids=p.node_ids,
+                                    depth=p.depth, score=p.score, depth_score=round(p.depth_score, 6),
+                                    info_score=round(p.info_score, 6), diversity_score=round(p.diversity_score, 6),
+                                    selected=p.selected, rank=p.rank, max_similarity=p.max_similarity, note=p.note)
+                s.add(row)
+                rows.append((row, p))
+            s.commit()
+            for row, p in rows:
+                if p.selected:
+                    chosen.append((row.id, p.nodes))
+        return chosen
+
+    def _finish(self, status: str, error: str | None, started: float) -> dict:
+        wall = time.monotonic() - started
+        with self._write_lock, self.sessions() as s:
+            run = get_run(s, self.run_id)
+            touch(run, status=status, error=error, finished_at=utcnow())
+            s.flush()
+            throughput = {"nodes_made": self.nodes_made, "wall_time_s": round(wall, 3),
+                          "nodes_per_minute": round(self.nodes_made / wall * 60, 2) if wall > 0 else None}
+            rep = export_run(s, self.run_id, self.output_dir, extra={"error": error, "throughput": throughput})
+            run.report = rep
+            s.commit()
+        return rep

@@ -1,0 +1,87 @@
+"""Rollout throughput against a fixed-latency model, and AgentFlow's time per agent turn.
+
+Starts a real sandbox server (gunicorn, temporary data dir) and the scripted fake model
+of ``tests/support/fake_openai.py``; every task takes two model turns (one ``diag:echo``
+tool call, then the answer). Prints, for each ``max_workers``, the wall time against the
+ideal (tasks × turns × latency ÷ workers), and the AgentFlow time per turn: task time
+minus the time spent waiting for the model and for the sandbox ("AF ms/turn": the agent
+loop alone; "e2e AF", at one worker: wall time minus all model and sandbox time, per
+turn, so run setup, session open/close, scoring and the per-task commit are included).
+
+    python benchmark/rollout_concurrency.py --tasks 32 --latency 0.1 --workers 1 8 32
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import select  # noqa: E402
+
+from agentflow.db import make_engine, make_session_factory  # noqa: E402
+from agentflow.db.rollout import RolloutAttempt  # noqa: E402
+from agentflow.rollout import rollout  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI, call, first_user, tool_calls, turn  # noqa: E402
+from tests.support.server import start_server  # noqa: E402
+
+
+def script(req):
+    word = first_user(req).split()[-1]
+    return tool_calls(call("diag-echo", {"value": word})) if turn(req) == 0 else f"<answer>{word}</answer>"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=32)
+    ap.add_argument("--latency", type=float, default=0.1, help="model latency per request, seconds")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 8, 32])
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="rollout-bench-"))
+    data = tmp / "tasks.jsonl"
+    data.write_text("".join(f'{{"id": "b{i}", "question": "say w{i}", "answer": "w{i}"}}\n'
+                            for i in range(args.tasks)))
+    server = start_server(tmp / "server", workers=2, threads=16)
+    try:
+        for latency in (args.latency, 0.0):
+            with FakeOpenAI(script, latency=latency) as fake:
+                print(f"\nmodel latency {latency * 1000:.0f} ms, {args.tasks} tasks x 2 turns")
+                print(f"{'workers':>7} {'wall s':>8} {'ideal s':>8} {'eff':>6} {'speedup':>8} "
+                      f"{'AF ms/turn':>10} {'e2e AF':>7} {'model ms':>9} {'tool ms':>8}")
+                base = None
+                for workers in args.workers:
+                    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+                    t0 = time.perf_counter()
+                    s = rollout(None, model_name="fake", base_url=fake.base_url, data_path=str(data),
+                                available_tools=["diag:echo"], sandbox_server_url=server.url,
+                                database_url=server.db_url, output_dir=str(tmp / run_id), run_id=run_id,
+                                max_workers=workers, progress=False)
+                    wall = time.perf_counter() - t0
+                    assert s["accuracy"] == 1.0, s
+                    engine = make_engine(server.db_url)
+                    with make_session_factory(engine)() as sess:
+                        rows = sess.scalars(select(RolloutAttempt).where(RolloutAttempt.run_id == run_id)).all()
+                        own = statistics.fmean((a.duration_ms - a.model_ms - a.tool_ms) / a.turns for a in rows)
+                        model = statistics.fmean(a.model_ms / a.turns for a in rows)
+                        tool = statistics.fmean(a.tool_ms / a.turns for a in rows)
+                        turns = sum(a.turns for a in rows)
+                        # everything that is not waiting for model or tool, per turn, run setup included
+                        e2e = (wall * 1000 * min(workers, len(rows)) - sum(a.model_ms + a.tool_ms for a in rows)) \
+                            / turns if workers == 1 else float("nan")
+                    engine.dispose()
+                    ideal = args.tasks * 2 * latency / workers
+                    base = base or wall
+                    eff = f"{ideal / wall:.0%}" if latency else "-"
+                    print(f"{workers:>7} {wall:>8.2f} {ideal:>8.2f} {eff:>6} {base / wall:>7.1f}x "
+                          f"{own:>10.2f} {e2e:>7.2f} {model:>9.1f} {tool:>8.1f}")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
