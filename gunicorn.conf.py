@@ -4,7 +4,7 @@ The same defaults serve ``agentflow serve``; see agentflow/server/gunicorn_app.p
 """
 import os
 
-from agentflow.server.gunicorn_app import DEFAULT_THREADS, DEFAULT_WORKERS, post_fork  # noqa: F401
+from agentflow.server.gunicorn_app import DEFAULT_THREADS, DEFAULT_WORKERS, end_sessions_on_exit, post_fork  # noqa: F401
 
 bind = os.environ.get("AGENTFLOW_BIND", "127.0.0.1:18890")
 workers = int(os.environ.get("AGENTFLOW_WORKERS", DEFAULT_WORKERS))
@@ -22,3 +22,8 @@ def on_starting(server):
 
     cfg = load_server_config(os.environ.get("AGENTFLOW_CONFIG") or None)
     upgrade(cfg.effective_database_url, lock_dir=cfg.data_dir)
+
+
+def on_exit(server):
+    """End live sessions so a stopped server leaves no processes behind."""
+    end_sessions_on_exit(os.environ.get("AGENTFLOW_CONFIG") or None)

@@ -41,8 +41,9 @@ def _serve(args: argparse.Namespace) -> int:
     host, port = args.host or cfg.host, args.port or cfg.port
     if args.config:
         os.environ["AGENTFLOW_CONFIG"] = os.path.abspath(args.config)
-    settings = base_settings(host, port, args.workers or cfg.workers, args.threads or cfg.threads)
+    config_path = os.path.abspath(args.config) if args.config else None
+    settings = base_settings(host, port, args.workers or cfg.workers, args.threads or cfg.threads, config_path)
     print(f"AgentFlow sandbox server on http://{host}:{port} (data: {cfg.data_dir}, "
           f"backends: {', '.join(sorted(cfg.resources or [])) or 'defaults'})", flush=True)
-    AgentFlowApplication(settings, os.path.abspath(args.config) if args.config else None).run()
+    AgentFlowApplication(settings, config_path).run()
     return 0

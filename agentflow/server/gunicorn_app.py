@@ -17,7 +17,30 @@ def post_fork(server, worker) -> None:
     os.environ["AGENTFLOW_MASTER_PID"] = str(server.pid)
 
 
-def base_settings(host: str, port: int, workers: int | None, threads: int | None) -> dict:
+def end_sessions_on_exit(config_path: str | None) -> None:
+    """Master's last act: end every live session (kernels, displays, browsers), so a
+    stopped server leaves no processes behind. A server killed with SIGKILL cannot do
+    this; the next one's cleaner ends the sessions when they expire."""
+    import logging
+
+    from ..config import load_server_config
+    from ..runtime import Runtime
+
+    try:
+        runtime = Runtime(load_server_config(config_path), migrate=False)
+    except Exception:  # noqa: BLE001 - exiting anyway; say why sessions stay
+        logging.getLogger(__name__).exception("could not end live sessions at exit")
+        return
+    try:
+        ended = runtime.sessions.end_all("server stopped")
+        if ended:
+            logging.getLogger(__name__).info("ended %d live session(s) at exit", ended)
+    finally:
+        runtime.close()
+
+
+def base_settings(host: str, port: int, workers: int | None, threads: int | None,
+                  config_path: str | None = None) -> dict:
     return {
         "bind": f"{host}:{port}",
         "workers": workers or DEFAULT_WORKERS,
@@ -27,6 +50,7 @@ def base_settings(host: str, port: int, workers: int | None, threads: int | None
         "graceful_timeout": 20,
         "keepalive": 75,
         "post_fork": post_fork,
+        "on_exit": lambda server: end_sessions_on_exit(config_path),
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",

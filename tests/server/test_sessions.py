@@ -118,3 +118,18 @@ def test_sessions_are_shared_across_worker_processes(server):
             if len(pids) >= 2:
                 break
     assert len(pids) >= 2, "calls should have been served by more than one gunicorn worker"
+
+
+def test_stopping_the_server_ends_live_sessions(server_factory):
+    import subprocess
+
+    srv = server_factory()
+    w = wid()
+    sid = srv.post("/session/create", {"worker_id": w, "resource_type": "bash"}).json()["data"]["session_id"]
+    run(srv, w, "setsid sleep 4321 > /dev/null 2>&1 & sleep 0.3")
+    workspace = srv.workspace_of(sid)
+    srv.stop()  # SIGTERM: a graceful stop
+    assert not workspace.exists()
+    assert subprocess.run(["pgrep", "-f", "sleep 4321"], capture_output=True).stdout == b""
+    with create_engine(srv.db_url).connect() as conn:
+        assert conn.execute(text("select status from sessions where id = :i"), {"i": sid}).scalar() == "destroyed"
