@@ -79,7 +79,7 @@ def server_processes(pid: int) -> list[int]:
 
 
 def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
-    url, action, params, threads, deadline, quota, token, worker_prefix = args
+    url, action, params, threads, deadline, quota, token, worker_prefix, request_ids = args
     latencies: list[float] = []
     codes: Counter = Counter()
     errors: Counter = Counter()
@@ -96,9 +96,10 @@ def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
                     if left[0] <= 0:
                         return
                     left[0] -= 1
+            call_headers = {**headers, "X-Request-ID": uuid.uuid4().hex} if request_ids else headers
             t0 = time.perf_counter()
             try:
-                r = session.post(url + "/execute", json=body, headers=headers, timeout=120)
+                r = session.post(url + "/execute", json=body, headers=call_headers, timeout=120)
                 code = r.json().get("code", r.status_code)
             except (requests.RequestException, ValueError) as err:
                 with lock:
@@ -119,8 +120,13 @@ def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
 
 def run_bench(url: str, action: str = "diag:noop", params: dict | None = None, concurrency: int = 8,
               duration: float | None = 10.0, requests_total: int | None = None, processes: int | None = None,
-              token: str | None = None, server_pid: int | None = None, warmup_calls: int = 20) -> BenchResult:
-    """Drive ``POST /execute`` with ``concurrency`` clients; see the module docstring."""
+              token: str | None = None, server_pid: int | None = None, warmup_calls: int = 20,
+              request_ids: bool = True) -> BenchResult:
+    """Drive ``POST /execute`` with ``concurrency`` clients; see the module docstring.
+
+    With ``request_ids`` every call carries its own ``X-Request-ID``, as the AgentFlow
+    client sends it (the server then also records the call for idempotent replay).
+    """
     url = url.rstrip("/")
     params = params or {}
     session = requests.Session()
@@ -140,7 +146,7 @@ def run_bench(url: str, action: str = "diag:noop", params: dict | None = None, c
     cpu0 = _cpu_ms(pids) if pids else None
     t0 = time.monotonic()
     deadline = t0 + limit
-    jobs = [(url, action, params, n, deadline, q, token, prefix) for n, q in zip(per_proc, quotas)]
+    jobs = [(url, action, params, n, deadline, q, token, prefix, request_ids) for n, q in zip(per_proc, quotas)]
     with mp.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_worker, jobs)
     seconds = time.monotonic() - t0

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--processes", type=int, help="load-generating processes (default: min(clients, cores))")
     p.add_argument("--server-pid", type=int, help="gunicorn master pid, to report server CPU per call")
     p.add_argument("--token", default=os.environ.get("AGENTFLOW_API_TOKEN"), help="bearer token")
+    p.add_argument("--no-request-id", action="store_true",
+                   help="send no X-Request-ID (the AgentFlow client always sends one)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_bench)
 
@@ -37,7 +39,7 @@ def _bench(args: argparse.Namespace) -> int:
     for clients in args.concurrency:
         try:
             res = run_bench(args.url, args.action, params, clients, duration, args.requests, args.processes,
-                            args.token, args.server_pid)
+                            args.token, args.server_pid, request_ids=not args.no_request_id)
         except OSError as err:
             raise CommandError(f"cannot reach {args.url}: {err}") from None
         summary = res.summary()
