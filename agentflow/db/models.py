@@ -96,6 +96,8 @@ class RequestRecord(Base):
 
     request_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     endpoint: Mapped[str] = mapped_column(String(100))
+    body_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    """sha256 of the request body: the same id with another body is not a retry."""
     status: Mapped[str] = mapped_column(String(16), default="pending")
     owner: Mapped[str] = mapped_column(String(200), default="")
     """``host:pid`` of the process running the request (a dead owner means retry)."""

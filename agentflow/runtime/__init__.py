@@ -30,10 +30,14 @@ __all__ = ["ApiError", "Runtime"]
 
 
 def default_roots(config: ServerConfig) -> list[Path]:
-    """Directories client paths may point into: configured roots, the project's and the
-    installation's ``seeds/`` and ``benchmark/``, and the data dir."""
+    """Directories client paths may point into: configured roots and the project's and
+    the installation's ``seeds/`` and ``benchmark/``.
+
+    The data dir is not one of them: it holds the database (every caller's audited
+    calls), the server log and other sessions' workspaces.
+    """
     candidates = [*config.roots, config.project_dir / "seeds", config.project_dir / "benchmark",
-                  REPO_DIR / "seeds", REPO_DIR / "benchmark", config.data_dir]
+                  REPO_DIR / "seeds", REPO_DIR / "benchmark"]
     roots: list[Path] = []
     for path in candidates:
         real = (config.project_dir / path).resolve() if not path.is_absolute() else path.resolve()

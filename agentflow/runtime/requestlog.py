@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
 from ..db.models import RequestRecord
+from .errors import MalformedRequest
 from .writer import GroupCommitter
 
 log = logging.getLogger(__name__)
@@ -74,17 +75,27 @@ class RequestLog:
         self._stale_after = stale_after
         self._owner = owner_id()
 
-    def begin(self, request_id: str, endpoint: str, wait_limit: float) -> Replay | None:
-        """Claim ``request_id``; return the stored answer when it already ran."""
+    def begin(self, request_id: str, endpoint: str, wait_limit: float, body_sha256: str | None = None) -> Replay | None:
+        """Claim ``request_id``; return the stored answer when it already ran.
+
+        Raises:
+            MalformedRequest: the id was used before for another endpoint or body.
+        """
         deadline = time.monotonic() + wait_limit
         while True:
             try:
-                found = self._writer.write(lambda s: self._claim(s, request_id, endpoint))
+                found = self._writer.write(lambda s: self._claim(s, request_id, endpoint, body_sha256))
             except IntegrityError:  # another server inserted it first (PostgreSQL race)
                 continue
             if found is None:
                 return None
-            status, owner, http_status, response, age = found
+            status, owner, http_status, response, age, used_by, used_body = found
+            if used_by != endpoint or (used_body and body_sha256 and used_body != body_sha256):
+                # a retry repeats its request exactly; anything else must not get its answer
+                what = f"POST /{used_by}" if used_by != endpoint else "a request with another body"
+                raise MalformedRequest(
+                    f"X-Request-ID {request_id!r} was already used for {what}; send a new id for each "
+                    "request and reuse it only to retry that same request")
             if status == "done":
                 body = json.loads(response)
                 body.setdefault("meta", {})["replayed"] = True
@@ -97,15 +108,15 @@ class RequestLog:
                 continue
             time.sleep(0.05)
 
-    def _claim(self, s: Session, request_id: str, endpoint: str):
+    def _claim(self, s: Session, request_id: str, endpoint: str, body_sha256: str | None):
         row = s.get(RequestRecord, request_id)
         if row is None:
-            s.add(RequestRecord(request_id=request_id, endpoint=endpoint, status="pending",
-                                owner=self._owner, created_at=utcnow()))
+            s.add(RequestRecord(request_id=request_id, endpoint=endpoint, body_sha256=body_sha256,
+                                status="pending", owner=self._owner, created_at=utcnow()))
             s.flush()
             return None
         age = (utcnow() - row.created_at).total_seconds()
-        return row.status, row.owner, row.http_status, row.response, age
+        return row.status, row.owner, row.http_status, row.response, age, row.endpoint, row.body_sha256
 
     def _take_over(self, s: Session, request_id: str, old_owner: str) -> bool:
         res = s.execute(update(RequestRecord).where(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -23,15 +24,48 @@ def request_id() -> str:
     return g.request_id
 
 
+MAX_BODY_DEPTH = 64
+"""Deepest nesting of arrays and objects a request body may have."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _not_json_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _check_shape(body: dict, check_strings: bool) -> None:
+    """Refuse what JSON parsing lets through but later steps cannot handle: nesting
+    deeper than MAX_BODY_DEPTH (recursion in validation and auditing) and lone UTF-16
+    surrogates (not storable, not encodable as UTF-8)."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise MalformedRequest(f"request body nests deeper than {MAX_BODY_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if check_strings:
+                for text in (key, item):
+                    if isinstance(text, str):
+                        try:
+                            text.encode("utf-8")
+                        except UnicodeEncodeError:
+                            raise MalformedRequest("request body has a string with a lone UTF-16 surrogate "
+                                                   f"({text.encode('utf-8', 'backslashreplace')[:60]!r})") from None
+            if isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+
+
 def load_body(schema: Schema) -> dict:
     """Parse the JSON body and validate it; raises MalformedRequest naming the field."""
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw) if raw.strip() else {}
+        body = json.loads(raw, parse_constant=_not_json_constant) if raw.strip() else {}
     except (ValueError, RecursionError) as err:
         raise MalformedRequest(f"request body is not valid JSON: {err}") from None
     if not isinstance(body, dict):
         raise MalformedRequest(f"request body must be a JSON object, not {type(body).__name__}")
+    _check_shape(body, check_strings=_SURROGATE_ESCAPE.search(raw) is not None)
     return _validated(schema, body)
 
 

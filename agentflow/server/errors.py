@@ -32,7 +32,11 @@ def init_app(app: Flask) -> None:
 
         message = f"{err.code} {err.name}: no endpoint {request.method} {request.path}" if err.code in (404, 405) \
             else f"{err.code} {err.name}: {err.description}"
-        return json_response(envelope({}, 1000, message), err.code or 400)
+        response = json_response(envelope({}, 1000, message), err.code or 400)
+        for name, value in err.get_headers():  # e.g. Allow on 405, as RFC 9110 asks
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import time
 
@@ -50,7 +51,8 @@ def idempotent(endpoint: str, wait_limit: float = 900.0):
                 rid = rid[:200]
             g.request_id = rid
             log = runtime().requests
-            replay = log.begin(rid, endpoint, wait_limit)
+            digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
+            replay = log.begin(rid, endpoint, wait_limit, body_sha256=digest)
             if replay is not None:
                 return json_response(replay.body, replay.http_status)
             g.idempotent = True

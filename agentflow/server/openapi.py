@@ -25,6 +25,8 @@ _POSTS = {
     "/warmup": ("WarmupBody", "Warm backends (all when none given)", ["400", "401", "500", "503"]),
     "/shutdown": ("ShutdownBody", "Stop the server", ["400", "401", "500"]),
 }
+# Every field of these bodies is optional: the body itself may be left out.
+_OPTIONAL_BODIES = {"WarmupBody", "ShutdownBody"}
 
 
 def _build() -> dict:
@@ -45,7 +47,7 @@ def _build() -> dict:
             responses.update({c: {"description": _ERRORS[c], **env} for c in errors})
             spec.path(path=base + path, operations={"post": {
                 "summary": summary, "parameters": [header],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                "requestBody": {"required": body not in _OPTIONAL_BODIES, "content": {"application/json": {"schema": body}}},
                 "responses": responses}})
         spec.path(path=base + "/tools", operations={"get": {
             "summary": "List tools", "parameters": [

@@ -11,11 +11,13 @@ fork bomb cannot starve the machine — and keeps sessions out of each other's f
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
+import tempfile
+import threading
 import time
-import uuid
 import zlib
 from pathlib import Path
 
@@ -23,20 +25,21 @@ from .base import Backend, BackendConfigError, SessionInfo, ToolContext, ToolErr
 
 _STATE_DIR = ".agentflow"
 _UID_BASE, _UID_SPAN = 200_000, 100_000
+_SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 
-# The wrapper, run as ``bash -c WRAPPER bash STATE_DIR CALL_ID COMMAND``: limits, restore
-# the session's directory and exports, save them (to files of this call, which the
-# server renames into place, so concurrent calls never read a half-written state) on
-# any exit, then run the command. Only builtins, so a call costs one process.
+# The wrapper, run as ``bash -c WRAPPER bash ENV_FILE STATE_FD COMMAND`` in the saved
+# working directory: limits, restore the exports, run the command, and on any exit
+# write the directory and exports to the state pipe (the server saves them only when
+# they changed). Only builtins, so a call costs one process.
 _WRAPPER = r"""
 ulimit -t %(cpu)s -v %(mem)s -f %(fsize)s -u %(nproc)s 2>/dev/null
-__af_state=$1; __af_call=$2; __af_cmd=$3; shift 3
-if [ -f "$__af_state/env" ]; then . "$__af_state/env" 2>/dev/null; fi
-if [ -f "$__af_state/cwd" ]; then read -r __af_dir < "$__af_state/cwd"; cd -- "$__af_dir" 2>/dev/null || cd -- "$HOME"; fi
-__af_save() { { pwd > "$__af_state/cwd.$__af_call"; export -p > "$__af_state/env.$__af_call"; } 2>/dev/null; }
+__af_env=$1; __af_fd=$2; __af_cmd=$3; shift 3
+if [ -n "$__af_env" ]; then . "$__af_env" 2>/dev/null; fi
+__af_save() { { printf '%%s\0' "$PWD"; export -p; } >&"$__af_fd" 2>/dev/null; }
 trap __af_save EXIT
 eval "$__af_cmd"
 """
+_UNSAVED = ("declare -x PWD=", "declare -x OLDPWD", "declare -x SHLVL=")
 
 
 class BashBackend(Backend):
@@ -52,6 +55,9 @@ class BashBackend(Backend):
             raise BackendConfigError("resource 'bash': run_as must be 'session' or 'server'")
         if run_as == "session" and os.geteuid() != 0:
             raise BackendConfigError("resource 'bash': run_as 'session' needs the server to run as root")
+        if run_as == "session" and not os.access(_SETPRIV, os.X_OK):
+            raise BackendConfigError("resource 'bash': run_as 'session' needs setpriv (Debian package util-linux); "
+                                     "install it or set run_as to 'server'")
         self.run_as = run_as
         self.wrapper = _WRAPPER % {
             "cpu": int(self.config.get("cpu_seconds", 600)),
@@ -104,41 +110,35 @@ class BashBackend(Backend):
     def run(self, ctx: ToolContext, command: str) -> dict:
         session = ctx.session
         state = session.workspace / _STATE_DIR
-        call = uuid.uuid4().hex[:12]
-        out_path, err_path = state / f"out.{call}", state / f"err.{call}"
-        uid = session.state.get("uid")
+        cwd, env_file = _saved_state(state, session.workspace)
         env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"), "HOME": str(session.workspace),
                "LANG": os.environ.get("LANG", "C.UTF-8"), "TERM": "dumb", **self.extra_env}
+        argv = [self.shell, "--noprofile", "--norc", "-c", self.wrapper, "bash", env_file]
+        uid = session.state.get("uid")
+        if uid:
+            # setpriv drops to the session's uid after exec, so Popen can still use
+            # vfork (a user= argument would force a full fork of the server process).
+            argv = [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
         started = time.monotonic()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            if uid:
-                os.fchown(out.fileno(), uid, uid)
-                os.fchown(err.fileno(), uid, uid)
-            proc = subprocess.Popen(
-                [self.shell, "--noprofile", "--norc", "-c", self.wrapper, "bash", str(state), call, command],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=session.workspace, env=env,
-                start_new_session=True, close_fds=True,
-                **({"user": uid, "group": uid, "extra_groups": []} if uid else {}),
-            )
-            timed_out = False
+        state_read, state_write = os.pipe()
+        with tempfile.TemporaryFile(dir=state) as out, tempfile.TemporaryFile(dir=state) as err:
             try:
-                proc.wait(timeout=ctx.remaining)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                proc = subprocess.Popen(
+                    [*argv, str(state_write), command], stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    cwd=cwd, env=env, start_new_session=True, pass_fds=(state_write,))
+            finally:
+                os.close(state_write)
+            timed_out = not _wait(proc, ctx.remaining)
             # Like a closing terminal: whatever the command left in its process group
             # ends with it (a fork bomb included). Daemons must detach with `setsid`.
             _kill_group(proc)
-        try:
+            _save_state(state, _drain(state_read), cwd, env_file)
             result = {
-                **_read_capped(out_path, "stdout", ctx.max_output_bytes),
-                **_read_capped(err_path, "stderr", ctx.max_output_bytes),
+                **_read_capped(out, "stdout", ctx.max_output_bytes),
+                **_read_capped(err, "stderr", ctx.max_output_bytes),
                 "exit_code": proc.returncode,
                 "duration_ms": round((time.monotonic() - started) * 1000, 2),
             }
-        finally:
-            for p in (out_path, err_path):
-                p.unlink(missing_ok=True)
-            _commit_state(state, call)
         if proc.returncode is not None and proc.returncode < 0:
             result["signal"] = signal.Signals(-proc.returncode).name
         if timed_out:
@@ -146,6 +146,69 @@ class BashBackend(Backend):
         if proc.returncode in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):
             raise ToolError("command was stopped for writing a file over the size limit", result)
         return result
+
+
+def _saved_state(state: Path, workspace: Path) -> tuple[Path, str]:
+    """The session's working directory (the workspace when the saved one is gone) and
+    its exports file (empty when none was saved)."""
+    try:
+        cwd = Path((state / "cwd").read_text())
+    except FileNotFoundError:
+        cwd = workspace
+    if not cwd.is_dir():
+        cwd = workspace
+    env_file = state / "env"
+    return cwd, str(env_file) if env_file.exists() else ""
+
+
+def _save_state(state: Path, raw: bytes, cwd: Path, env_file: str) -> None:
+    """Store the directory and exports a call ended with, when they changed (a rename
+    into place, so concurrent calls never read half a file)."""
+    if b"\0" not in raw:
+        return  # killed before its exit trap ran: keep the previous state
+    new_cwd, exports = raw.split(b"\0", 1)
+    exports = b"".join(line for line in exports.splitlines(keepends=True)
+                       if not line.decode(errors="replace").startswith(_UNSAVED))
+    old_exports = Path(env_file).read_bytes() if env_file else b""
+    for name, new, old in (("cwd", new_cwd, str(cwd).encode()), ("env", exports, old_exports)):
+        if new != old:
+            tmp = state / f".{name}.{os.getpid()}.{threading.get_ident()}"
+            tmp.write_bytes(new)
+            os.replace(tmp, state / name)
+
+
+def _drain(fd: int) -> bytes:
+    """Read what the exit trap wrote, without waiting for writers that a detached
+    background job may still hold open."""
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _wait(proc: subprocess.Popen, seconds: float) -> bool:
+    """Wait for the process to exit (True) or the time to run out (False), waking at
+    once on exit through a pidfd instead of polling."""
+    pidfd = os.pidfd_open(proc.pid)
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(max(0, int(seconds * 1000))):
+            return False
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    return True
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -166,20 +229,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
         raise ToolError("command could not be killed") from None
 
 
-def _commit_state(state: Path, call: str) -> None:
-    for name in ("cwd", "env"):
-        written = state / f"{name}.{call}"
-        try:
-            if written.stat().st_size > 0:
-                os.replace(written, state / name)
-            else:
-                written.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _read_capped(path: Path, name: str, cap: int) -> dict:
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(cap)
+def _read_capped(fh, name: str, cap: int) -> dict:
+    size = os.fstat(fh.fileno()).st_size
+    fh.seek(0)
+    raw = fh.read(cap)
     return {name: raw.decode("utf-8", "replace"), f"{name}_bytes": size, f"{name}_truncated": size > cap}

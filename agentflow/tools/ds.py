@@ -199,12 +199,14 @@ class DsBackend(KernelBackend):
                 return folder
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
         try:
-            shutil.copytree(folder, tmp, symlinks=False)
+            # Links are copied as links: following them would copy what they point at,
+            # read with the server's rights, into a folder the session user owns.
+            shutil.copytree(folder, tmp, symlinks=True)
             uid = session.state.get("uid")
             if uid:  # the kernel runs as the session's own user
                 for root, dirs, names in os.walk(tmp):
                     for name in [root, *(os.path.join(root, n) for n in dirs + names)]:
-                        os.chown(name, uid, uid)
+                        os.chown(name, uid, uid, follow_symlinks=False)
                 os.chown(target.parent, uid, uid)
             os.replace(tmp, target)
         except OSError as err:

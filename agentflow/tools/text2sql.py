@@ -59,6 +59,7 @@ _WRITE_ACTIONS = {
 _COMMENT = re.compile(r"(--[^\n]*\n?|/\*.*?\*/)", re.S)
 _PROGRESS_STEPS = 2000
 _MAX_CELL_CHARS = 2000
+_MAX_VALUE_BYTES = 16 * 1024 * 1024
 
 _DB_ID = {"type": "string", "description": "Database id, as listed by text2sql:list_databases."}
 
@@ -220,13 +221,12 @@ class Text2SQLBackend(Backend):
             con.set_progress_handler(progress, _PROGRESS_STEPS)
             try:
                 cur = con.execute(query)
-                rows = cur.fetchmany(limit + 1)
+                rows, cut_for_size = _fetch(cur, limit + 1, ctx.max_output_bytes)
             except sqlite3.Error as err:
                 self._raise_sql_error(con, db_id, err, timed_out, budget)
             columns = [d[0] for d in cur.description or []]
         truncated = len(rows) > limit
-        rows = [[_cell(v) for v in row] for row in rows[:limit]]
-        rows, cut_for_size = _fit(rows, ctx.max_output_bytes)
+        rows = rows[:limit]
         result = {
             "db_id": db_id, "columns": columns, "rows": rows, "row_count": len(rows),
             "truncated": truncated or cut_for_size,
@@ -253,6 +253,9 @@ class Text2SQLBackend(Backend):
         except sqlite3.Error as err:
             raise ToolError(f"cannot open database '{db_id}': {err}") from None
         con.set_authorizer(_authorize)
+        # No string, blob or row the query builds may be larger than this: a "read-only"
+        # query such as SELECT zeroblob(1e9) must not take the server's memory.
+        con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
         return _Closing(con)
 
     def _describe(self, con: sqlite3.Connection, name: str, kind: str, ddl: str) -> dict:
@@ -277,6 +280,8 @@ class Text2SQLBackend(Backend):
             raise ToolError(f"the database '{db_id}' is read-only; the statement tries to change it "
                             f"or attach another database ({message})", {"error_type": "read_only"}) from None
         data: dict = {"error_type": "sql_error", "sqlite_error": message}
+        if "too big" in message:
+            message += f" (a value or row may take at most {_MAX_VALUE_BYTES} bytes here)"
         if "no such table" in message:
             data["tables"] = [r[0] for r in con.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")]
@@ -319,13 +324,22 @@ def _cell(value):
     return value
 
 
-def _fit(rows: list[list], max_bytes: int) -> tuple[list[list], bool]:
-    """Keep the leading rows whose rough JSON size stays under ``max_bytes``."""
+def _fetch(cur: sqlite3.Cursor, count: int, max_bytes: int) -> tuple[list[list], bool]:
+    """Fetch up to ``count`` rows (cells shortened by :func:`_cell`), stopping before the
+    rows' rough JSON size passes ``max_bytes``; returns (rows, cut_for_size). Rows are
+    fetched one at a time, so a query over huge values never holds more than one of
+    them in the server's memory."""
+    rows: list[list] = []
     total = 0
-    for i, row in enumerate(rows):
-        total += sum(len(str(v)) + 4 for v in row) + 4
+    while len(rows) < count:
+        row = cur.fetchone()
+        if row is None:
+            break
+        cells = [_cell(v) for v in row]
+        total += sum(len(str(v)) + 4 for v in cells) + 4
         if total > max_bytes:
-            return rows[:i], True
+            return rows, True
+        rows.append(cells)
     return rows, False
 
 

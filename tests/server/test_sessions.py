@@ -133,3 +133,20 @@ def test_stopping_the_server_ends_live_sessions(server_factory):
     assert subprocess.run(["pgrep", "-f", "sleep 4321"], capture_output=True).stdout == b""
     with create_engine(srv.db_url).connect() as conn:
         assert conn.execute(text("select status from sessions where id = :i"), {"i": sid}).scalar() == "destroyed"
+
+
+def test_a_removed_working_directory_falls_back_to_the_workspace(server):
+    w = wid()
+    created = server.post("/session/create", {"worker_id": w, "resource_type": "bash"}).json()["data"]
+    run(server, w, "mkdir gone && cd gone")
+    run(server, w, "rmdir ../gone")
+    out = run(server, w, "pwd")
+    assert out["code"] == 0 and out["data"]["stdout"].strip() == str(server.workspace_of(created["session_id"]))
+
+
+def test_exit_code_and_exit_keep_state(server):
+    w = wid()
+    server.post("/session/create", {"worker_id": w, "resource_type": "bash"})
+    out = run(server, w, "export KEEP=yes; mkdir -p k; cd k; exit 7")
+    assert out["code"] == 0 and out["data"]["exit_code"] == 7
+    assert run(server, w, 'echo "$KEEP $(basename "$PWD")"')["data"]["stdout"] == "yes k\n"

@@ -6,6 +6,30 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 _ID = validate.Length(min=1, max=200)
 
 
+class _StrictBoolean(fields.Boolean):
+    """A JSON boolean only: ``0``, ``1`` and ``"yes"`` are refused, as the schema says."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class _StrictFloat(fields.Float):
+    """A JSON number only: numeric strings are refused, as the schema says."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, (str, bytes)):
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _timeout_field() -> fields.Float:
+    # apispec renders Range(min_inclusive=False) as a plain "minimum"; say "exclusive" too
+    return _StrictFloat(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False),
+                        metadata={"exclusiveMinimum": True, "description": "Seconds (> 0)"})
+
+
 class _Body(Schema):
     class Meta:
         unknown = RAISE
@@ -16,21 +40,21 @@ class ExecuteBody(_Body):
     action = fields.String(required=True, validate=validate.Length(min=1, max=200),
                            metadata={"description": "Tool name, e.g. bash:run (aliases bash-run, bash_run)"})
     params = fields.Dict(load_default=dict, metadata={"description": "Tool parameters (JSON Schema in GET /tools)"})
-    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    timeout = _timeout_field()
     trace_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
 class BatchItem(_Body):
     action = fields.String(required=True, validate=validate.Length(min=1, max=200))
     params = fields.Dict(load_default=dict)
-    timeout = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    timeout = _timeout_field()
 
 
 class BatchBody(_Body):
     worker_id = fields.String(required=True, validate=_ID)
     actions = fields.List(fields.Nested(BatchItem), required=True, validate=validate.Length(min=1, max=256))
-    parallel = fields.Boolean(load_default=False)
-    stop_on_error = fields.Boolean(load_default=True)
+    parallel = _StrictBoolean(load_default=False)
+    stop_on_error = _StrictBoolean(load_default=True)
     trace_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
 
 
@@ -69,8 +93,8 @@ class WarmupBody(_Body):
 
 
 class ShutdownBody(_Body):
-    force = fields.Boolean(load_default=False)
-    cleanup_sessions = fields.Boolean(load_default=True)
+    force = _StrictBoolean(load_default=False)
+    cleanup_sessions = _StrictBoolean(load_default=True)
 
 
 class ToolsQuery(_Body):
