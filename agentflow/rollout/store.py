@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from ..runfiles import write_lines
 from ..db.base import isoformat, utcnow
 from ..db.rollout import (
     ATTEMPT_COMPLETED,
@@ -217,22 +218,13 @@ def export_run(session: Session, run_id: str, output_dir: str | Path | None = No
     summary["trajectories_file"] = str(target / TRAJECTORIES_FILE) if trajectories else None
     summary["summary_file"] = str(target / SUMMARY_FILE) if summary_file else None
     if results:
-        _write(target / RESULTS_FILE, (json.dumps(result_row(a), ensure_ascii=False, default=str) for a in attempts))
+        write_lines(target / RESULTS_FILE, (json.dumps(result_row(a), ensure_ascii=False, default=str) for a in attempts))
     if trajectories:
-        _write(target / TRAJECTORIES_FILE,
+        write_lines(target / TRAJECTORIES_FILE,
                (json.dumps(trajectory_row(a), ensure_ascii=False, default=str) for a in attempts))
     if summary_file:
-        _write(target / SUMMARY_FILE, [json.dumps(summary, indent=2, ensure_ascii=False, default=str)])
+        write_lines(target / SUMMARY_FILE, [json.dumps(summary, indent=2, ensure_ascii=False, default=str)])
     return summary
-
-
-def _write(path: Path, lines) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line)
-            fh.write("\n")
-    tmp.replace(path)
 
 
 def touch_run(run: RolloutRun, **fields: Any) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..db.models import ToolCall
-from ..tools.base import ParamError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolSpec, ToolTimeout
+from ..tools.base import ParamError, SessionFailed, ToolContext, ToolError, ToolSpec, ToolTimeout
 from .errors import ApiError, InternalError, ParameterError, SessionError
 from .registry import ToolRegistry
 from .sessions import SessionManager

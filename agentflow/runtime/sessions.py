@@ -79,7 +79,10 @@ class SessionManager:
         backend = self._registry.backend(resource_type)
         self._registry.ensure_ready(resource_type)
         while True:
-            outcome = self._writer.write(lambda s: self._reserve(s, worker_id, resource_type, config, custom_name))
+            try:
+                outcome = self._writer.write(lambda s: self._reserve(s, worker_id, resource_type, config, custom_name))
+            except IntegrityError:  # another server reserved it first (PostgreSQL): look again
+                continue
             kind, row = outcome
             if kind == "existing":
                 return session_view(row), False

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from ..config import RESOURCE_ALIASES, ConfigError, expand_env, load_json
+from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "SynthesisConfig", "fingerprint", "load_config", "resolve_path", "run_identity"]
 
@@ -299,25 +298,6 @@ def run_identity(cfg: SynthesisConfig, seeds_sha256: str) -> dict:
     }
 
 
-def fingerprint(identity: dict) -> str:
-    """sha256 of an identity from :func:`run_identity`."""
-    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def resolve_path(path: str, cfg: SynthesisConfig | None = None) -> Path:
-    """A relative path is looked up in the current directory, then beside the config
-    file, then in the AgentFlow source tree (where the shipped seeds live)."""
-    from ..config import REPO_DIR
-
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p
-    candidates = [Path.cwd() / p]
-    if cfg is not None and cfg.source:
-        candidates.append(Path(cfg.source).resolve().parent / p)
-    candidates.append(REPO_DIR / p)
-    for cand in candidates:
-        if cand.exists():
-            return cand
-    return candidates[0]
+    """A data path of this config; see :func:`agentflow.runfiles.find_data_file`."""
+    return find_data_file(path, cfg.source if cfg is not None else None)

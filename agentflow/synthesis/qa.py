@@ -24,7 +24,7 @@ import string
 import threading
 from typing import Any
 
-from ..llm import ChatModel, LLMError, Usage
+from ..llm import ChatModel, Usage
 from .prompts import SUBMIT_QA, SUBMIT_QA_NAME, qa_messages
 
 __all__ = ["DuplicateIndex", "QACandidate", "check_qa", "generate_qa", "normalize_text", "trajectory_steps"]

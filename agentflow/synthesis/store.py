@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..runfiles import write_lines
 from ..db.base import isoformat, utcnow
 from ..db.synthesis import (
     NODE_ACTION,
@@ -161,19 +162,10 @@ def export_run(session: Session, run_id: str, output_dir: str | Path | None = No
     rep["qa_file"] = str(target / QA_FILE)
     rep["trajectories_file"] = str(target / TRAJECTORIES_FILE)
     rep["report_file"] = str(target / REPORT_FILE)
-    _write(target / QA_FILE, (json.dumps(x, ensure_ascii=False, default=str) for x in qa_lines))
-    _write(target / TRAJECTORIES_FILE, (json.dumps(x, ensure_ascii=False, default=str) for x in traj_lines))
-    _write(target / REPORT_FILE, [json.dumps(rep, indent=2, ensure_ascii=False, default=str)])
+    write_lines(target / QA_FILE, (json.dumps(x, ensure_ascii=False, default=str) for x in qa_lines))
+    write_lines(target / TRAJECTORIES_FILE, (json.dumps(x, ensure_ascii=False, default=str) for x in traj_lines))
+    write_lines(target / REPORT_FILE, [json.dumps(rep, indent=2, ensure_ascii=False, default=str)])
     return rep
-
-
-def _write(path: Path, lines) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line)
-            fh.write("\n")
-    tmp.replace(path)
 
 
 def touch(row: Any, **fields: Any) -> None:

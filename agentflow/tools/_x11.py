@@ -26,6 +26,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .base import StateRecord
+
 __all__ = ["Display", "X11Error", "ensure_cookie", "launch", "is_alive", "start_display", "stop_display",
            "run_x", "grab_png", "marker_pids"]
 
@@ -39,7 +41,7 @@ class X11Error(Exception):
 
 
 @dataclasses.dataclass
-class Display:
+class Display(StateRecord):
     """A running display (JSON-safe)."""
 
     number: int
@@ -72,17 +74,6 @@ class Display:
         env.update(extra)
         return env
 
-    def to_state(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict | None) -> Display | None:
-        if not state:
-            return None
-        try:
-            return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
-        except TypeError:
-            return None
 
 
 # -- the cookie ----------------------------------------------------------------------

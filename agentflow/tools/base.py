@@ -26,6 +26,7 @@ __all__ = [
     "ParamError",
     "SessionFailed",
     "SessionInfo",
+    "StateRecord",
     "ToolContext",
     "ToolError",
     "ToolSpec",
@@ -66,6 +67,24 @@ class BackendNotReady(Exception):
 
 class BackendConfigError(Exception):
     """The backend's configuration is invalid; raised at server start."""
+
+
+class StateRecord:
+    """Mixin for a dataclass kept in ``SessionInfo.state`` (e.g. a kernel's or a
+    display's pids and addresses): to JSON and back, ignoring unknown keys."""
+
+    def to_state(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict | None):
+        """The record stored in ``state``, or None when there is none or it is unreadable."""
+        if not state:
+            return None
+        try:
+            return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
+        except TypeError:
+            return None
 
 
 @dataclasses.dataclass

@@ -30,6 +30,8 @@ from pathlib import Path
 from jupyter_client import BlockingKernelClient
 from jupyter_client.connect import write_connection_file
 
+from .base import StateRecord
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExecResult", "KernelError", "KernelHandle", "close_clients", "execute", "is_alive", "kill_kernel",
@@ -60,7 +62,7 @@ class KernelError(Exception):
 
 
 @dataclasses.dataclass
-class KernelHandle:
+class KernelHandle(StateRecord):
     """Everything needed to reach or end a kernel from any process (JSON-safe)."""
 
     connection_file: str
@@ -72,17 +74,6 @@ class KernelHandle:
     workspace path is too long for a unix socket; removed with the kernel."""
     started_at: float = 0.0
 
-    def to_state(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_state(cls, state: dict | None) -> KernelHandle | None:
-        if not state:
-            return None
-        try:
-            return cls(**{f.name: state[f.name] for f in dataclasses.fields(cls) if f.name in state})
-        except TypeError:
-            return None
 
 
 @dataclasses.dataclass

@@ -66,6 +66,12 @@ class ServerProcess:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(x) for x in out.split()]
 
+    def kill(self) -> None:
+        """SIGKILL the master and its workers at once (a crash, no cleanup)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -84,11 +90,13 @@ def start_server(
     env: dict | None = None,
     token: str | None = None,
     wait: float = 60.0,
+    port: int | None = None,
 ) -> ServerProcess:
-    """Run ``agentflow serve`` in ``home`` on a free port and wait for ``/health``."""
+    """Run ``agentflow serve`` in ``home`` on ``port`` (default: a free one) and wait
+    for ``/health``. Starting again on an old server's home and port restarts it."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
            "--workers", str(workers), "--threads", str(threads)]
     if config is not None:
@@ -101,7 +109,7 @@ def start_server(
     if token:
         full_env["AGENTFLOW_API_TOKEN"] = token
     log_path = home / "server.log"
-    log = open(log_path, "wb")
+    log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = ServerProcess(proc, port, home, log_path, token)
     deadline = time.monotonic() + wait
