@@ -25,6 +25,29 @@ class CommandError(Exception):
     """A subcommand failed in a way the user can fix; printed without a traceback."""
 
 
+def parse_set_options(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` options as config overrides (VALUE is JSON when it parses)."""
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def quiet_http_logs(verbose: bool) -> None:
+    """The HTTP clients log every model request at INFO; keep them quiet unless -v."""
+    if not verbose:
+        for name in ("httpx", "openai", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentflow", description="AgentFlow: agent data synthesis and evaluation")
     parser.add_argument("--version", action="version", version=f"agentflow {__version__}")

@@ -51,7 +51,7 @@ def _build_corpus(args: argparse.Namespace) -> int:
         passages = folder_passages(folder, args.max_chars)
     count = write_corpus(passages, Path(args.output))
     if count == 0:
-        raise CommandError(f"no passages found (supported files: .txt .md .markdown .html .htm)")
+        raise CommandError("no passages found (supported files: .txt .md .markdown .html .htm)")
     print(f"wrote {count} passages to {args.output}")
     return 0
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from . import CommandError
+from . import CommandError, parse_set_options, quiet_http_logs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,25 +39,14 @@ def _overrides(args: argparse.Namespace) -> dict:
         out["resume"] = True
     if args.task_ids:
         out["task_ids"] = [t.strip() for t in args.task_ids.split(",") if t.strip()]
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CommandError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
+    out.update(parse_set_options(args.set))
     return out
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
     from ..rollout import RolloutError, rollout
 
-    if not args.verbose:  # the HTTP client logs every model request at INFO
-        for name in ("httpx", "httpx2", "openai", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_http_logs(args.verbose)
 
     overrides = _overrides(args)
     if not args.config and not (args.resume and args.run_id):

@@ -84,8 +84,10 @@ def test_rollout_resumes_after_the_server_is_killed(tmp_path):
     finally:
         srv.stop()
     assert status == "success", out
-    assert sorted(t for t, _ in rows) == [t["id"] for t in TASKS]  # none lost, none twice
-    assert all(st == "completed" for _, st in rows)
+    completed = sorted(t for t, st in rows if st == "completed")
+    assert completed == [t["id"] for t in TASKS]  # none lost, none answered twice
+    # the first run's infrastructure failures stay as history, only for tasks it had not answered
+    assert not {t for t, st in rows if st != "completed"} & answered
     for t in TASKS:  # answered before the crash: not asked again; the rest: asked on resume
         q = t["question"]
         if t["id"] in answered:
