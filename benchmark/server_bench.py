@@ -129,12 +129,14 @@ def main() -> int:
         def size() -> int:
             return sum(p.stat().st_size for p in home.glob("agentflow.db*"))
 
-        requests.post(srv.url + "/execute", json={"worker_id": "x", "action": "diag:noop"}, timeout=10)
-        before = size()
+        def checkpointed_size() -> int:
+            with sqlite3.connect(db) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return size()
+
+        before = checkpointed_size()
         res = run_bench(srv.url, "diag:noop", {}, 16, None, requests_total=10_000, request_ids=True)
-        with sqlite3.connect(db) as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        grown = size() - before
+        grown = checkpointed_size() - before
         figures["db_growth_per_10k_calls_mb"] = round(grown / 1e6, 2)
         print(f"  {res.calls} calls with X-Request-ID: database grew {grown / 1e6:.2f} MB "
               f"({grown / max(1, res.calls):.0f} bytes per call, audit row + request record)")

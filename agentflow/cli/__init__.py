@@ -18,6 +18,8 @@ _SUBCOMMANDS = [
     "agentflow.cli.rollout",
     "agentflow.cli.runs",
     "agentflow.cli.synthesize",
+    "agentflow.cli.model",
+    "agentflow.cli.demo",
 ]
 
 

@@ -19,11 +19,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .grammar import MAX_ARRAY_ITEMS, MAX_STRING_CHARS, bound_schema, json_schema_grammar, reply_grammar
+from .grammar import MAX_ARRAY_ITEMS, bound_schema, close_json, json_schema_grammar, reply_grammar
 from .prompt import RequestError, parse_reply, render_messages
 from .weights import DEFAULT_MODEL_NAME, INSTALL_HINT, LocalModelUnavailable, find_gguf, runtime_available
 
-__all__ = ["Completion", "LocalModel"]
+__all__ = ["TOOL_POLICIES", "Completion", "LocalModel"]
+
+TOOL_POLICIES = ("call-once", "call-first", "auto")
+"""What ``tool_choice: "auto"`` (the default when tools are offered) means:
+
+* ``call-once`` (default): the first reply to a user message is a tool call, and the
+  reply after the tool result is text — one lookup, then an answer;
+* ``call-first``: the first reply to a user message is a tool call; later replies choose;
+* ``auto``: the model always chooses.
+
+SmolLM2-135M practically never chooses a tool by itself (``auto``: the agent answers
+from memory), and once it has called one it keeps calling (``call-first``: tasks run to
+``max_turns``). ``call-once`` is the policy under which it works as an agent. A request
+with ``tool_choice`` ``required``, ``none`` or a named function gets exactly that.
+"""
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +69,14 @@ class LocalModel:
             :func:`~agentflow.localmodel.weights.find_gguf`).
         name: The model id clients use.
         n_ctx: Context window in tokens (default: the model's training context).
-        n_threads: CPU threads (default: all cores).
+        n_threads: CPU threads (default: the cores less one, at least 1, at most 8).
         temperature: Sampling temperature when a request sets none.
         max_tokens: Completion limit for text when a request sets none.
         repeat_penalty: llama.cpp repetition penalty (small models loop without one).
-        max_string_chars, max_array_items: Bounds on strings and arrays in tool arguments.
+        max_array_items: Most items of an array inside tool arguments.
+        min_call_tokens: Token budget of a tool call when ``max_tokens`` is smaller (a
+            call cut short is closed with :func:`~agentflow.localmodel.grammar.close_json`).
+        tool_policy: What ``tool_choice: "auto"`` means (see :data:`TOOL_POLICIES`).
 
     Raises:
         LocalModelUnavailable: ``llama-cpp-python`` or the weights are not installed.
@@ -67,8 +84,10 @@ class LocalModel:
 
     def __init__(self, model_path: str | os.PathLike | None = None, *, name: str = DEFAULT_MODEL_NAME,
                  n_ctx: int | None = None, n_threads: int | None = None, temperature: float = 0.7,
-                 max_tokens: int = 512, repeat_penalty: float = 1.1, max_string_chars: int = MAX_STRING_CHARS,
-                 max_array_items: int = MAX_ARRAY_ITEMS):
+                 max_tokens: int = 512, repeat_penalty: float = 1.1, max_array_items: int = MAX_ARRAY_ITEMS,
+                 min_call_tokens: int = 256, tool_policy: str = "call-once"):
+        if tool_policy not in TOOL_POLICIES:
+            raise ValueError(f"tool_policy must be one of {', '.join(TOOL_POLICIES)}, got {tool_policy!r}")
         if not runtime_available():
             raise LocalModelUnavailable(f"llama-cpp-python is not installed; {INSTALL_HINT}")
         self.path: Path = find_gguf(model_path)
@@ -76,13 +95,15 @@ class LocalModel:
         self.default_temperature = temperature
         self.default_max_tokens = max_tokens
         self.repeat_penalty = repeat_penalty
-        self.max_string_chars = max_string_chars
         self.max_array_items = max_array_items
+        self.min_call_tokens = min_call_tokens
+        self.tool_policy = tool_policy
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._llama_cpp = llama_cpp
-        threads = n_threads or os.cpu_count() or 1
+        # one core is left to the processes the model works with (sandbox server, rollout)
+        threads = n_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
         t0 = time.perf_counter()
         # n_ctx=0: the context the model was trained with (8192 tokens for SmolLM2)
         self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx or 0, n_threads=threads,
@@ -110,6 +131,19 @@ class LocalModel:
             return bool(self._llama_cpp.llama_vocab_is_eog(vocab, token))
         return token == self._eos
 
+    def _grammar_ok(self, gbnf: str) -> bool:
+        """Whether llama.cpp parses ``gbnf`` (an unparsable grammar would crash the sampler)."""
+        lc = self._llama_cpp
+        vocab = getattr(getattr(self.llm, "_model", None), "vocab", None)
+        if vocab is None or not hasattr(lc, "llama_sampler_init_grammar"):
+            return True
+        sampler = lc.llama_sampler_init_grammar(vocab, gbnf.encode("utf-8"), b"root")
+        if not sampler:
+            log.error("llama.cpp rejected a generated grammar:\n%s", gbnf[:2000])
+            return False
+        lc.llama_sampler_free(sampler)
+        return True
+
     def describe(self) -> dict:
         """Facts about the loaded model and its throughput so far (``/health``)."""
         s = dict(self.stats)
@@ -133,17 +167,27 @@ class LocalModel:
         """
         tools = [t for t in (tools or []) if isinstance(t, dict) and t.get("type", "function") == "function"]
         mode, only = _tool_mode(tool_choice, tools)
-        chat = render_messages(messages, tools, mode, only)
+        chat = render_messages(messages, tools)
+        if mode == "auto" and self.tool_policy != "auto":
+            if _awaiting_first_call(messages):
+                mode = "required"
+            elif self.tool_policy == "call-once":
+                mode = "text"
+        elif mode == "none" and tools:
+            mode = "text"
         try:
-            if tools and mode != "none":
-                gbnf = reply_grammar(tools, mode, only, self.max_string_chars, self.max_array_items)
+            if tools and mode != "none":  # with tools, response_format is not applied
+                gbnf = reply_grammar(tools, mode, only, self.max_array_items)
             else:
                 gbnf = _format_grammar(response_format)
         except ValueError as err:
             raise RequestError(f"cannot build a grammar for the request: {err}", param="tools") from None
         prompt = self._formatter(messages=chat).prompt
         with self._lock:
-            return self._generate(prompt, gbnf, tools if mode != "none" else [], mode, temperature, top_p,
+            if gbnf and not self._grammar_ok(gbnf):
+                raise RequestError("the tool or response schemas could not be turned into a decoding grammar; "
+                                   "simplify them", param="tools" if tools else "response_format")
+            return self._generate(prompt, gbnf, tools if mode in ("auto", "required") else [], mode, temperature, top_p,
                                   max_tokens, stop or [], seed, frequency_penalty, presence_penalty)
 
     def _generate(self, prompt: str, gbnf: str | None, tools: list[dict], mode: str, temperature, top_p,
@@ -156,11 +200,12 @@ class LocalModel:
                                f"{self.n_ctx}; shorten the conversation or the tool output",
                                param="messages", code="context_length_exceeded")
         text_limit = min(max_tokens or self.default_max_tokens, budget)
+        call_limit = min(max(max_tokens or self.default_max_tokens, self.min_call_tokens), budget)
         grammar = self._llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False) if gbnf else None
         llm.set_seed(seed if seed is not None else random.randrange(2**31))
         temp = self.default_temperature if temperature is None else float(temperature)
         generated: list[int] = []
-        branch = "call" if mode == "required" else (None if gbnf and tools else "text")
+        branch = {"required": "call", "auto": None}.get(mode, "text")
         finish = "length"
         t0 = time.perf_counter()
         t_first = None
@@ -186,7 +231,7 @@ class LocalModel:
                         break
                     if len(generated) >= text_limit:
                         break
-                elif len(generated) >= budget - 1:
+                elif len(generated) >= call_limit:
                     break
         finally:
             gen.close()
@@ -203,8 +248,14 @@ class LocalModel:
                 else:  # cannot happen under the grammar; never hand out broken JSON
                     log.warning("constrained tool call did not parse: %r", text[:200])
                     message, finish = {"role": "assistant", "content": ""}, "stop"
-            else:  # out of context before the call was finished: say so, send no half call
-                message = {"role": "assistant", "content": ""}
+            else:  # out of tokens inside the call: close its JSON rather than hand out a broken one
+                closed = close_json(text.strip())
+                message = parse_reply(closed, tools_offered=True) if closed else {}
+                offered = {(t.get("function") or {}).get("name") for t in tools}
+                if not (message.get("tool_calls") and message["tool_calls"][0]["function"]["name"] in offered):
+                    message = {"role": "assistant", "content": ""}
+                log.info("tool call cut at %d tokens; closed its JSON: %s", len(generated),
+                         "yes" if message.get("tool_calls") else "no (empty reply)")
         st = self.stats
         st["requests"] += 1
         st["prompt_tokens"] += usage_prompt
@@ -215,6 +266,17 @@ class LocalModel:
         return Completion(message=message, finish_reason=finish, prompt_tokens=usage_prompt,
                           completion_tokens=usage_completion, prompt_ms=(t_first - t0) * 1000,
                           decode_ms=(t_end - t_first) * 1000)
+
+
+def _awaiting_first_call(messages: list[dict]) -> bool:
+    """True when no assistant or tool message follows the last user message."""
+    for msg in reversed(messages):
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if role == "user":
+            return True
+        if role in ("assistant", "tool", "function"):
+            return False
+    return True
 
 
 def _stop_at(text: str, stop: list[str]) -> str | None:

@@ -8,9 +8,12 @@ When tools are offered, the reply is decoded under a grammar with two branches:
   half-written call).
 
 The model picks the branch with its first token; from then on the grammar keeps it in
-that branch. Tool schemas are first *bounded* (:func:`bound_schema`): strings get a
-``maxLength``, arrays a ``maxItems``, unsupported keywords are dropped, so a call is
-always finished within a known number of tokens and the JSON is never cut off.
+that branch. Tool schemas are first simplified (:func:`bound_schema`) to what the
+grammar converter handles well: arrays get a ``maxItems``, unsupported keywords are
+dropped. String lengths are *not* put in the grammar (llama.cpp expands a length bound
+into one nested rule per character, which made decoding several times slower); a call
+that runs out of tokens is closed by :func:`close_json` instead, so the JSON handed
+out is never broken.
 """
 from __future__ import annotations
 
@@ -20,13 +23,12 @@ from typing import Any
 __all__ = [
     "TEXT_RULE",
     "bound_schema",
+    "close_json",
     "call_schema",
     "json_schema_grammar",
     "reply_grammar",
 ]
 
-MAX_STRING_CHARS = 200
-"""Default longest string inside tool arguments (a schema's smaller ``maxLength`` wins)."""
 MAX_ARRAY_ITEMS = 6
 """Default most items of an array inside tool arguments."""
 _MAX_DEPTH = 6
@@ -35,22 +37,20 @@ TEXT_RULE = r"[^{ \t\r\n] [^\x00]*"
 """Plain text: anything that does not start with ``{`` or white space."""
 
 
-def bound_schema(schema: Any, max_string: int = MAX_STRING_CHARS, max_items: int = MAX_ARRAY_ITEMS,
-                 _depth: int = 0) -> dict:
-    """A copy of a JSON Schema that the grammar converter handles and whose instances
-    have a bounded length.
+def bound_schema(schema: Any, max_items: int = MAX_ARRAY_ITEMS, _depth: int = 0) -> dict:
+    """A copy of a JSON Schema that the grammar converter handles well.
 
     Kept: ``type`` (a list becomes ``anyOf``), ``properties``/``required``, ``items``,
-    ``enum``, ``const``, ``anyOf``/``oneOf``, ``minLength``/``maxLength`` and
-    ``minItems``/``maxItems`` (capped). Dropped: ``pattern``, ``format``, ``$ref`` and
-    other keywords; a schema without a usable type becomes a bounded string. An
-    ``object`` without ``properties`` allows only ``{}``.
+    ``enum``, ``const``, ``anyOf``/``oneOf`` and ``minItems``/``maxItems`` (capped at
+    ``max_items``). Dropped: ``pattern``, ``format``, string lengths, ``$ref`` and other
+    keywords; a schema without a usable type becomes a string. An ``object`` without
+    ``properties`` allows only ``{}``.
     """
     if not isinstance(schema, dict) or _depth > _MAX_DEPTH:
-        return {"type": "string", "maxLength": max_string}
+        return {"type": "string"}
 
     def sub(s: Any) -> dict:
-        return bound_schema(s, max_string, max_items, _depth + 1)
+        return bound_schema(s, max_items, _depth + 1)
 
     if "const" in schema and _is_scalar(schema["const"]):
         return {"const": schema["const"]}
@@ -65,7 +65,7 @@ def bound_schema(schema: Any, max_string: int = MAX_STRING_CHARS, max_items: int
     if isinstance(kind, list):
         kinds = [k for k in kind if isinstance(k, str)]
         if not kinds:
-            return {"type": "string", "maxLength": max_string}
+            return {"type": "string"}
         if len(kinds) > 1:
             return {"anyOf": [sub({**schema, "type": k}) for k in kinds]}
         kind = kinds[0]
@@ -73,14 +73,7 @@ def bound_schema(schema: Any, max_string: int = MAX_STRING_CHARS, max_items: int
         kind = "object"
     if kind is None and "items" in schema:
         kind = "array"
-    if kind == "string":
-        limit = min(_int(schema.get("maxLength"), max_string), max_string)
-        out: dict[str, Any] = {"type": "string", "maxLength": max(limit, 1)}
-        low = _int(schema.get("minLength"), 0)
-        if 0 < low <= limit:
-            out["minLength"] = low
-        return out
-    if kind in ("integer", "number", "boolean", "null"):
+    if kind in ("string", "integer", "number", "boolean", "null"):
         return {"type": kind}
     if kind == "array":
         items = schema.get("items")
@@ -93,7 +86,7 @@ def bound_schema(schema: Any, max_string: int = MAX_STRING_CHARS, max_items: int
         bounded = {str(k): sub(v) for k, v in props.items()}
         required = [r for r in schema.get("required") or [] if r in bounded]
         return {"type": "object", "properties": bounded, "required": required}
-    return {"type": "string", "maxLength": max_string}
+    return {"type": "string"}
 
 
 def _is_scalar(value: Any) -> bool:
@@ -104,8 +97,7 @@ def _int(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 
-def call_schema(tools: list[dict], only: str | None = None, max_string: int = MAX_STRING_CHARS,
-                max_items: int = MAX_ARRAY_ITEMS) -> dict:
+def call_schema(tools: list[dict], only: str | None = None, max_items: int = MAX_ARRAY_ITEMS) -> dict:
     """The JSON Schema of one call to one of ``tools`` (OpenAI ``tools`` entries), or only
     to the function named ``only``."""
     options = []
@@ -115,7 +107,7 @@ def call_schema(tools: list[dict], only: str | None = None, max_string: int = MA
         if not name or (only is not None and name != only):
             continue
         params = fn.get("parameters") or {"type": "object", "properties": {}}
-        args = bound_schema(params, max_string, max_items)
+        args = bound_schema(params, max_items)
         if args.get("type") != "object":  # arguments are always an object
             args = {"type": "object", "properties": {}, "required": []}
         options.append({"type": "object", "properties": {"name": {"const": name}, "arguments": args},
@@ -140,19 +132,69 @@ def json_schema_grammar(schema: dict, root: str = "root") -> str:
     return "\n".join(lines)
 
 
-def reply_grammar(tools: list[dict], mode: str, only: str | None = None, max_string: int = MAX_STRING_CHARS,
+def reply_grammar(tools: list[dict], mode: str, only: str | None = None,
                   max_items: int = MAX_ARRAY_ITEMS) -> str | None:
     """The GBNF for a reply.
 
     Args:
         tools: The offered tools.
-        mode: ``"auto"`` (a call or text), ``"required"`` (a call), ``"none"`` (text,
-            no grammar needed: returns ``None``).
+        mode: ``"auto"`` (a call or text), ``"required"`` (a call), ``"text"`` (text that
+            does not look like a call), ``"none"`` (no constraint: returns ``None``).
         only: With ``"required"``, the one function that must be called.
     """
     if mode == "none" or not tools:
         return None
-    call = json_schema_grammar(call_schema(tools, only, max_string, max_items), root="af-call")
+    if mode == "text":
+        return f"root ::= af-text\naf-text ::= {TEXT_RULE}"
+    call = json_schema_grammar(call_schema(tools, only, max_items), root="af-call")
     if mode == "required":
         return f"root ::= af-call\n{call}"
     return f"root ::= af-call | af-text\naf-text ::= {TEXT_RULE}\n{call}"
+
+
+_LITERAL_ENDS = ("", "null", ":null", "0", "e", "ue", "rue", "alse", "lse", "se", "ull", "ll", "l")
+
+
+def close_json(prefix: str) -> str | None:
+    """Complete a JSON text cut off after ``prefix`` (a valid prefix, as the grammar
+    guarantees): close an open string, finish a cut literal or number, give a key
+    without a value ``null``, and close the open objects and arrays.
+
+    Returns:
+        Valid JSON, or ``None`` when no completion parses.
+    """
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in prefix:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch in "{[":
+            stack.append(ch)
+        elif ch in "}]" and stack:
+            stack.pop()
+        elif ch == '"':
+            in_string = True
+    text = prefix
+    if in_string:
+        if escaped:
+            text = text[:-1]
+        cut = text.rfind("\\u")
+        if cut != -1 and cut >= len(text) - 5 and not text[cut - 1:cut] == "\\":
+            text = text[:cut]  # a \\uXXXX escape cut short
+        text += '"'
+    closers = "".join("}" if c == "{" else "]" for c in reversed(stack))
+    base = text.rstrip()
+    candidates = [base + end + closers for end in _LITERAL_ENDS]
+    candidates.append(base.rstrip(",:").rstrip() + closers)
+    for candidate in candidates:
+        try:
+            json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+        return candidate
+    return None

@@ -70,23 +70,21 @@ def _describe(schema: dict) -> str:
     return "{" + "; ".join(items) + "}"
 
 
-def tool_instructions(tools: list[dict], mode: str, only: str | None = None) -> str:
-    """The system-message part that offers ``tools`` and explains the call format."""
+def tool_instructions(tools: list[dict]) -> str:
+    """The system-message part that offers ``tools`` and explains the call format. It is
+    the same on every turn (whatever the grammar allows), so a conversation's prompt
+    prefix stays cached."""
     lines = ["You can call these tools:"]
     for tool in tools:
         fn = tool.get("function") or {}
         desc = " ".join(str(fn.get("description") or "").split())[:300]
         lines.append(f"- {fn.get('name')}: {desc} Arguments: {_describe(fn.get('parameters') or {})}")
     lines.append('To call a tool, reply with only a JSON object: {"name": "<tool name>", "arguments": {...}}')
-    if mode == "required":
-        lines.append(f"You must call {only} now." if only else "You must call one tool now.")
-    else:
-        lines.append("When you have the answer, reply in plain text instead.")
+    lines.append("When you have the answer, reply in plain text instead.")
     return "\n".join(lines)
 
 
-def render_messages(messages: list[dict], tools: list[dict] | None, mode: str,
-                    only: str | None = None) -> list[dict]:
+def render_messages(messages: list[dict], tools: list[dict] | None) -> list[dict]:
     """OpenAI messages → ``[{role, content}]`` with roles system, user and assistant.
 
     Raises:
@@ -132,8 +130,8 @@ def render_messages(messages: list[dict], tools: list[dict] | None, mode: str,
         else:
             raise RequestError(f"{where}.role {role!r} is not one of system, developer, user, assistant, tool",
                                param=f"{where}.role")
-    if tools and mode != "none":
-        system.append(tool_instructions(tools, mode, only))
+    if tools:
+        system.append(tool_instructions(tools))
     if system:
         out.insert(0, {"role": "system", "content": "\n\n".join(s for s in system if s)})
     if not any(m["role"] in ("system", "user") for m in out):

@@ -55,6 +55,9 @@ class ModelServerApplication(BaseApplication):
             "bind": f"{host}:{port}", "workers": 1, "threads": threads, "worker_class": "gthread",
             "timeout": 0, "graceful_timeout": 10, "keepalive": 75, "accesslog": None, "errorlog": "-",
             "loglevel": "info",
+            # gunicorn 23+ opens a control socket at one fixed path per user; a second
+            # gunicorn (the sandbox server) would take it over or lose it
+            "control_socket_disable": True,
         }
         self._model_kwargs = model_kwargs
         self._api_key = api_key
@@ -62,7 +65,8 @@ class ModelServerApplication(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self._settings.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # control_socket_disable exists only in newer gunicorn
+                self.cfg.set(key, value)
 
     def load(self):
         from .app import create_app
@@ -110,7 +114,7 @@ class ChildServer:
         """
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        fd, self.log_path = tempfile.mkstemp(prefix=f"agentflow-{self.name}-", suffix=".log",
+        fd, self.log_path = tempfile.mkstemp(prefix=f"agentflow-{self.name.replace(' ', '-')}-", suffix=".log",
                                              dir=os.fspath(self.log_dir) if self.log_dir else None)
         with os.fdopen(fd, "wb") as out:
             self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -95,5 +95,5 @@ def test_rollout_resumes_after_the_server_is_killed(tmp_path):
         else:
             assert asked_after[q] - asked_before.get(q, 0) == 2
     results = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["task_id"] for r in results) == [t["id"] for t in TASKS]
+    assert sorted(r["id"] for r in results) == [t["id"] for t in TASKS]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["accuracy"] == 1.0
