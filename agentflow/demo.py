@@ -125,7 +125,8 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
         else:
             say("model: starting the local model server (SmolLM2-135M-Instruct on the CPU)")
             t0 = time.perf_counter()
-            server = ModelServerProcess(log_dir=home / "logs")
+            # a fixed seed makes the demo repeatable on one machine
+            server = ModelServerProcess(log_dir=home / "logs", extra_args=["--seed", "0"])
             try:
                 started.append(server.start(opts.startup_timeout))
             except ServerStartError as err:
@@ -163,7 +164,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
         report = synthesize(REPO_DIR / "configs/synthesis/rag.json", progress=opts.progress, run_id=synth_id,
                             output_dir=str(home / "results" / synth_id), number_of_seed=opts.seeds,
                             max_depth=2, branching_factor=2, depth_threshold=1, min_depth=hops, min_hops=hops,
-                            max_selected_traj=1, max_workers=1 if local else 2, max_expansions_per_seed=2,
+                            max_selected_traj=1, max_workers=1 if local else 2, max_expansions_per_seed=1 if local else 2,
                             max_observation_chars=1200 if local else 4000, max_tokens=256 if local else None,
                             **common)
         timings["synthesis_s"] = time.perf_counter() - t0

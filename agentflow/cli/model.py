@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--tool-policy", choices=["call-once", "call-first", "auto"], default="call-once",
                    help="what tool_choice=auto means (default call-once: call a tool first, then answer; "
                         "see the README's 'Offline demo')")
+    s.add_argument("--seed", type=int, default=None,
+                   help="sampling seed of requests that send none (default: random; a seed makes replies repeatable)")
     s.set_defaults(func=_serve)
 
 
@@ -44,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
     path = find_gguf(args.model_path)
     name = args.model_name or DEFAULT_MODEL_NAME
     kwargs = {"model_path": str(path), "name": name, "n_ctx": args.n_ctx, "n_threads": args.threads,
-              "temperature": args.temperature, "max_tokens": args.max_tokens, "tool_policy": args.tool_policy}
+              "temperature": args.temperature, "max_tokens": args.max_tokens, "tool_policy": args.tool_policy, "seed": args.seed}
     try:  # fail here with one message rather than as a worker that cannot boot
         import llama_cpp  # noqa: F401
     except (ImportError, OSError) as err:

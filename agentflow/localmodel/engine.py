@@ -77,6 +77,8 @@ class LocalModel:
         min_call_tokens: Token budget of a tool call when ``max_tokens`` is smaller (a
             call cut short is closed with :func:`~agentflow.localmodel.grammar.close_json`).
         tool_policy: What ``tool_choice: "auto"`` means (see :data:`TOOL_POLICIES`).
+        seed: Sampling seed of requests that send none (default: a random one each
+            time). With a seed, the same request gets the same reply on the same machine.
 
     Raises:
         LocalModelUnavailable: ``llama-cpp-python`` or the weights are not installed.
@@ -85,7 +87,7 @@ class LocalModel:
     def __init__(self, model_path: str | os.PathLike | None = None, *, name: str = DEFAULT_MODEL_NAME,
                  n_ctx: int | None = None, n_threads: int | None = None, temperature: float = 0.7,
                  max_tokens: int = 512, repeat_penalty: float = 1.1, max_array_items: int = MAX_ARRAY_ITEMS,
-                 min_call_tokens: int = 256, tool_policy: str = "call-once"):
+                 min_call_tokens: int = 256, tool_policy: str = "call-once", seed: int | None = None):
         if tool_policy not in TOOL_POLICIES:
             raise ValueError(f"tool_policy must be one of {', '.join(TOOL_POLICIES)}, got {tool_policy!r}")
         if not runtime_available():
@@ -98,6 +100,7 @@ class LocalModel:
         self.max_array_items = max_array_items
         self.min_call_tokens = min_call_tokens
         self.tool_policy = tool_policy
+        self.default_seed = seed
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -202,7 +205,9 @@ class LocalModel:
         text_limit = min(max_tokens or self.default_max_tokens, budget)
         call_limit = min(max(max_tokens or self.default_max_tokens, self.min_call_tokens), budget)
         grammar = self._llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False) if gbnf else None
-        llm.set_seed(seed if seed is not None else random.randrange(2**31))
+        if seed is None:
+            seed = self.default_seed if self.default_seed is not None else random.randrange(2**31)
+        llm.set_seed(seed)
         temp = self.default_temperature if temperature is None else float(temperature)
         generated: list[int] = []
         branch = {"required": "call", "auto": None}.get(mode, "text")

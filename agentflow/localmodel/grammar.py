@@ -43,8 +43,8 @@ def bound_schema(schema: Any, max_items: int = MAX_ARRAY_ITEMS, _depth: int = 0)
     Kept: ``type`` (a list becomes ``anyOf``), ``properties``/``required``, ``items``,
     ``enum``, ``const``, ``anyOf``/``oneOf`` and ``minItems``/``maxItems`` (capped at
     ``max_items``). Dropped: ``pattern``, ``format``, string lengths, ``$ref`` and other
-    keywords; a schema without a usable type becomes a string. An ``object`` without
-    ``properties`` allows only ``{}``.
+    keywords; a schema without a usable type becomes a string. A required string may not
+    be empty. An ``object`` without ``properties`` allows only ``{}``.
     """
     if not isinstance(schema, dict) or _depth > _MAX_DEPTH:
         return {"type": "string"}
@@ -85,6 +85,9 @@ def bound_schema(schema: Any, max_items: int = MAX_ARRAY_ITEMS, _depth: int = 0)
         props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         bounded = {str(k): sub(v) for k, v in props.items()}
         required = [r for r in schema.get("required") or [] if r in bounded]
+        for name in required:  # a required text left empty ("query": "") is never what a tool wants
+            if bounded[name] == {"type": "string"}:
+                bounded[name] = {"type": "string", "minLength": 1}
         return {"type": "object", "properties": bounded, "required": required}
     return {"type": "string"}
 
@@ -122,6 +125,8 @@ def json_schema_grammar(schema: dict, root: str = "root") -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     gbnf = json_schema_to_gbnf(json.dumps(schema))
+    # JSON strings may not hold raw control characters (llama_cpp's rule lets them in)
+    gbnf = gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F] |')
     if root == "root":
         return gbnf
     lines = []
@@ -193,7 +198,7 @@ def close_json(prefix: str) -> str | None:
     candidates.append(base.rstrip(",:").rstrip() + closers)
     for candidate in candidates:
         try:
-            json.loads(candidate)
+            json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
         return candidate

@@ -148,7 +148,7 @@ def parse_reply(text: str, tools_offered: bool) -> dict:
     stripped = text.strip()
     if tools_offered and stripped.startswith("{"):
         try:
-            obj = json.loads(stripped)
+            obj = json.loads(stripped, strict=False)  # a raw newline in a string is repaired by dumps
         except json.JSONDecodeError:
             obj = None
         if isinstance(obj, dict) and isinstance(obj.get("name"), str):

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import jsonschema
-from sqlalchemy.orm import Session
 
 from ..db import utcnow
 from ..db.models import ToolCall
@@ -24,7 +23,7 @@ from ..tools.base import ParamError, SessionFailed, ToolContext, ToolError, Tool
 from .errors import ApiError, InternalError, ParameterError, SessionError
 from .registry import ToolRegistry
 from .sessions import SessionManager
-from .writer import GroupCommitter
+from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,8 @@ AUDIT_RESULT_CAP = 64 * 1024
 _SECRET_KEY = re.compile(r"api[_-]?key|token|secret|password|passwd|authorization", re.I)
 _BATCH_THREADS = 16
 
-FinalWrite = Callable[[dict], Callable[[Session], None]]
+FinalWrite = Callable[[dict], Row]
+"""Given the envelope, a write for the transaction of the call's audit row."""
 
 
 def mask_secrets(value: Any) -> Any:
@@ -78,7 +78,7 @@ class Executor:
         meta = {"tool": action, "resource_type": None, "session_id": None, "execution_time_ms": 0.0,
                 "trace_id": trace_id or uuid.uuid4().hex, "request_id": request_id or uuid.uuid4().hex,
                 "temporary_session": False}
-        session_write = None
+        session_write: Row | None = None
         try:
             spec = self._registry.resolve(action)
             meta["tool"], meta["resource_type"] = spec.full_name, spec.resource_type
@@ -92,9 +92,12 @@ class Executor:
             code, message, data = err.code, err.message, err.data
         meta["execution_time_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         envelope = {"code": code, "message": message, "data": data, "meta": meta}
-        writes = [w for w in (session_write, final_write(envelope) if final_write else None) if w is not None]
-        audit_row = (ToolCall.__table__, self._audit_values(envelope, worker_id, params, started_at, batch_index))
-        self._writer.write((lambda s: [w(s) for w in writes]) if writes else None, rows=[audit_row])
+        rows = [(ToolCall.__table__, self._audit_values(envelope, worker_id, params, started_at, batch_index))]
+        if session_write is not None:
+            rows.append(session_write)
+        if final_write is not None:
+            rows.append(final_write(envelope))
+        self._writer.write(rows=rows)
         return envelope
 
     def _run(self, spec: ToolSpec, worker_id: str, params: dict, timeout: float | None, meta: dict):
@@ -112,7 +115,7 @@ class Executor:
                 meta["temporary_session"] = True
             else:
                 if self._sessions.near_expiry(row, call_timeout):
-                    self._writer.write(self._sessions.touch_fn(row.id, None))
+                    self._writer.write(rows=[self._sessions.touch_row(row.id, None)])
                 info = self._sessions.info(row)
                 state_before = json.dumps(info.state, sort_keys=True)
             meta["session_id"] = info.session_id
@@ -126,7 +129,7 @@ class Executor:
         session_write = None
         if row is not None:
             changed = json.dumps(info.state, sort_keys=True) != state_before
-            session_write = self._sessions.touch_fn(row.id, info.state if changed else None)
+            session_write = self._sessions.touch_row(row.id, info.state if changed else None)
         return code, message, data, session_write
 
     def _call(self, spec: ToolSpec, ctx: ToolContext, kwargs: dict) -> tuple[int, str, dict]:

@@ -12,18 +12,23 @@ import logging
 import os
 import socket
 import time
-from typing import Callable
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import utcnow
 from ..db.models import RequestRecord
 from .errors import MalformedRequest
-from .writer import GroupCommitter
+from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)
+
+_TABLE = RequestRecord.__table__
+_FINISH = update(_TABLE).where(_TABLE.c.request_id == bindparam("b_rid")).values(
+    status="done", http_status=bindparam("b_status"), response=bindparam("b_response"),
+    finished_at=bindparam("b_at"))
+_RELEASE = delete(_TABLE).where(_TABLE.c.request_id == bindparam("b_rid"), _TABLE.c.status == "pending")
 
 _HOST = socket.gethostname()
 
@@ -84,39 +89,36 @@ class RequestLog:
         deadline = time.monotonic() + wait_limit
         while True:
             try:
-                found = self._writer.write(lambda s: self._claim(s, request_id, endpoint, body_sha256))
-            except IntegrityError:  # another server inserted it first (PostgreSQL race)
-                continue
-            if found is None:
+                # the claim is an INSERT batched with other requests' writes; only a
+                # retry pays for the lookup
+                self._writer.write(rows=[(_TABLE, {
+                    "request_id": request_id, "endpoint": endpoint, "body_sha256": body_sha256,
+                    "status": "pending", "owner": self._owner, "created_at": utcnow()})])
                 return None
-            status, owner, http_status, response, age, used_by, used_body = found
-            if used_by != endpoint or (used_body and body_sha256 and used_body != body_sha256):
+            except IntegrityError:
+                pass
+            with self._read() as s:
+                row = s.get(RequestRecord, request_id)
+            if row is None:  # released meanwhile: claim again
+                continue
+            if row.endpoint != endpoint or (row.body_sha256 and body_sha256 and row.body_sha256 != body_sha256):
                 # a retry repeats its request exactly; anything else must not get its answer
-                what = f"POST /{used_by}" if used_by != endpoint else "a request with another body"
+                what = f"POST /{row.endpoint}" if row.endpoint != endpoint else "a request with another body"
                 raise MalformedRequest(
                     f"X-Request-ID {request_id!r} was already used for {what}; send a new id for each "
                     "request and reuse it only to retry that same request")
-            if status == "done":
-                body = json.loads(response)
+            if row.status == "done":
+                body = json.loads(row.response)
                 body.setdefault("meta", {})["replayed"] = True
-                return Replay(http_status or 200, body)
-            alive = _owner_alive(owner)
+                return Replay(row.http_status or 200, body)
+            alive = _owner_alive(row.owner)
+            age = (utcnow() - row.created_at).total_seconds()
             if alive is False or (alive is None and age > self._stale_after) or time.monotonic() > deadline:
-                if self._writer.write(lambda s: self._take_over(s, request_id, owner)):
-                    log.warning("request %s: owner %s is gone, running it again", request_id, owner)
+                if self._writer.write(lambda s: self._take_over(s, request_id, row.owner)):
+                    log.warning("request %s: owner %s is gone, running it again", request_id, row.owner)
                     return None
                 continue
             time.sleep(0.05)
-
-    def _claim(self, s: Session, request_id: str, endpoint: str, body_sha256: str | None):
-        row = s.get(RequestRecord, request_id)
-        if row is None:
-            s.add(RequestRecord(request_id=request_id, endpoint=endpoint, body_sha256=body_sha256,
-                                status="pending", owner=self._owner, created_at=utcnow()))
-            s.flush()
-            return None
-        age = (utcnow() - row.created_at).total_seconds()
-        return row.status, row.owner, row.http_status, row.response, age, row.endpoint, row.body_sha256
 
     def _take_over(self, s: Session, request_id: str, old_owner: str) -> bool:
         res = s.execute(update(RequestRecord).where(
@@ -124,36 +126,18 @@ class RequestLog:
             RequestRecord.status == "pending").values(owner=self._owner, created_at=utcnow()))
         return res.rowcount == 1
 
-    def finish_fn(self, request_id: str, http_status: int, body: dict) -> Callable[[Session], None]:
-        """A write that stores the answer (for the same transaction as the audit row)."""
-        text = json.dumps(body, default=str)
-
-        def finish(s: Session) -> None:
-            s.execute(update(RequestRecord).where(RequestRecord.request_id == request_id).values(
-                status="done", http_status=http_status, response=text, finished_at=utcnow()))
-
-        return finish
-
-    def finish(self, request_id: str, http_status: int, body: dict) -> None:
-        self._writer.write(self.finish_fn(request_id, http_status, body))
-
-    def release_fn(self, request_id: str) -> Callable[[Session], None]:
-        """A write that forgets the claim, so a retry runs the request again."""
-        def release(s: Session) -> None:
-            s.execute(delete(RequestRecord).where(RequestRecord.request_id == request_id,
-                                                  RequestRecord.status == "pending"))
-
-        return release
-
-    def release(self, request_id: str) -> None:
-        self._writer.write(self.release_fn(request_id))
-
-    def settle_fn(self, request_id: str, http_status: int, body: dict) -> Callable[[Session], None]:
-        """Store an answer worth replaying; release the claim of one that is not (the
-        server was not ready or failed: a retry should really try again)."""
+    def settle_row(self, request_id: str, http_status: int, body: dict) -> Row:
+        """The write that ends a claim, for the transaction of the call's audit row: the
+        answer is stored when worth replaying; otherwise (the server was not ready or
+        failed, so a retry should really try again) the claim is released."""
         if http_status >= 500:
-            return self.release_fn(request_id)
-        return self.finish_fn(request_id, http_status, body)
+            return _RELEASE, {"b_rid": request_id}
+        return _FINISH, {"b_rid": request_id, "b_status": http_status,
+                         "b_response": json.dumps(body, default=str), "b_at": utcnow()}
 
     def settle(self, request_id: str, http_status: int, body: dict) -> None:
-        self._writer.write(self.settle_fn(request_id, http_status, body))
+        self._writer.write(rows=[self.settle_row(request_id, http_status, body)])
+
+    def release(self, request_id: str) -> None:
+        """Forget a claim whose handler crashed, so a retry runs it again."""
+        self._writer.write(rows=[(_RELEASE, {"b_rid": request_id})])

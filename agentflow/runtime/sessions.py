@@ -8,9 +8,8 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,11 +26,15 @@ from ..db.models import (
 from ..tools.base import SessionFailed, SessionInfo
 from .errors import SessionError
 from .registry import ToolRegistry
-from .writer import GroupCommitter
+from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)
 
 _LIVE = (SESSION_STARTING, SESSION_ACTIVE)
+_TABLE = SandboxSession.__table__
+_TOUCH = update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.status == SESSION_ACTIVE).values(
+    last_activity=bindparam("b_now"), expires_at=bindparam("b_expires"))
+_TOUCH_STATE = _TOUCH.values(state=bindparam("b_state"))
 _STALE_START_SECONDS = 180.0
 _STALE_CLOSE_SECONDS = 120.0
 
@@ -223,19 +226,14 @@ class SessionManager:
         return SessionInfo(row.id, row.worker_id, row.resource_type, Path(row.workspace),
                            dict(row.config or {}), dict(row.state or {}), row.temporary)
 
-    def touch_fn(self, session_id: str, state: dict | None) -> Callable[[Session], None]:
-        """A write that extends the session's life (and saves changed state); for the
-        same transaction as the call's audit row."""
-
-        def touch(s: Session) -> None:
-            now = utcnow()
-            values = {"last_activity": now, "expires_at": now + self.ttl}
-            if state is not None:
-                values["state"] = state
-            s.execute(update(SandboxSession).where(
-                SandboxSession.id == session_id, SandboxSession.status == SESSION_ACTIVE).values(**values))
-
-        return touch
+    def touch_row(self, session_id: str, state: dict | None) -> Row:
+        """The write that extends the session's life (and saves its state when it
+        changed), for the transaction of the call's audit row."""
+        now = utcnow()
+        params = {"b_id": session_id, "b_now": now, "b_expires": now + self.ttl}
+        if state is None:
+            return _TOUCH, params
+        return _TOUCH_STATE, {**params, "b_state": state}
 
     def near_expiry(self, row: SandboxSession, seconds: float) -> bool:
         return row.expires_at - utcnow() < dt.timedelta(seconds=seconds)

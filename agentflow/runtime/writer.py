@@ -17,13 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger(__name__)
 
 WriteFn = Callable[[Session], Any]
+Row = tuple[Any, dict]
+"""``(table, values)`` to insert, or ``(statement, parameters)`` to execute."""
 _MAX_BATCH = 256
 
 
 class _Job:
     __slots__ = ("fn", "rows", "done", "result", "error")
 
-    def __init__(self, fn: WriteFn | None, rows: list[tuple[Table, dict]]):
+    def __init__(self, fn: WriteFn | None, rows: list[Row]):
         self.fn = fn
         self.rows = rows
         self.done = threading.Event()
@@ -40,12 +42,13 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def write(self, fn: WriteFn | None = None, rows: list[tuple[Table, dict]] | None = None) -> Any:
-        """Run ``fn(session)`` and insert ``rows`` (``(table, values)`` pairs) in a
-        committed transaction; return what ``fn`` returned.
+    def write(self, fn: WriteFn | None = None, rows: list[Row] | None = None) -> Any:
+        """Run ``rows`` and then ``fn(session)`` in a committed transaction; return what
+        ``fn`` returned.
 
-        Rows of many requests are inserted with one ``executemany`` per table, which is
-        what makes an audited call cheap. Raises whatever the write raised (a failing
+        A row is ``(table, values)`` — an INSERT — or ``(statement, parameters)`` for a
+        statement with bound parameters. The rows of many requests run as one
+        ``executemany`` per table or statement, which is what makes an audited call cheap. Raises whatever the write raised (a failing
         job is retried alone, so it cannot fail its neighbours).
         """
         self._ensure_thread()
@@ -105,12 +108,12 @@ class GroupCommitter:
 
     def _transaction(self, jobs: list[_Job]) -> None:
         with self._factory() as session, session.begin():
-            by_table: dict[Table, list[dict]] = {}
+            grouped: dict[Any, list[dict]] = {}
             for job in jobs:
-                for table, values in job.rows:
-                    by_table.setdefault(table, []).append(values)
-            for table, values in by_table.items():
-                session.execute(insert(table), values)
+                for target, values in job.rows:
+                    grouped.setdefault(target, []).append(values)
+            for target, values in grouped.items():
+                session.execute(insert(target) if isinstance(target, Table) else target, values)
             for job in jobs:
                 if job.fn is not None:
                     job.result = job.fn(session)

@@ -20,7 +20,7 @@ def execute():
     final_write = None
     if g.get("idempotent"):
         rid = request_id()
-        final_write = lambda env: rt.requests.settle_fn(rid, http_status(env["code"]), env)  # noqa: E731
+        final_write = lambda env: rt.requests.settle_row(rid, http_status(env["code"]), env)  # noqa: E731
         g.answer_stored = True
     result = rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
                                  timeout=body["timeout"], trace_id=body["trace_id"], request_id=request_id(),
@@ -34,21 +34,21 @@ def execute_batch():
     body = load_body(_batch_body)
     rt = runtime()
     rid = request_id() if g.get("idempotent") else None
-    item_replay = item_final = None
-    if rid:
-        # Each item keeps its own record, so a batch retried after its worker died
-        # replays the items that finished and runs only the rest.
-        def item_replay(i):
-            replay = rt.requests.begin(f"{rid}#{i}", "execute/batch/item", wait_limit=900)
-            return replay.body if replay else None
 
-        def item_final(i):
-            return lambda env: rt.requests.settle_fn(f"{rid}#{i}", http_status(env["code"]), env)
+    # Each item keeps its own record, so a batch retried after its worker died
+    # replays the items that finished and runs only the rest.
+    def item_replay(i):
+        replay = rt.requests.begin(f"{rid}#{i}", "execute/batch/item", wait_limit=900)
+        return replay.body if replay else None
+
+    def item_final(i):
+        return lambda env: rt.requests.settle_row(f"{rid}#{i}", http_status(env["code"]), env)
 
     data = rt.executor.execute_batch(worker_id=body["worker_id"], actions=body["actions"],
                                      parallel=body["parallel"], stop_on_error=body["stop_on_error"],
                                      trace_id=body["trace_id"], request_id=rid,
-                                     item_replay=item_replay, item_final_write=item_final)
+                                     item_replay=item_replay if rid else None,
+                                     item_final_write=item_final if rid else None)
     failures = [r for r in data["results"] if r["code"] != 0]
     code = failures[0]["code"] if failures else 0
     message = "success" if not failures else f"{len(failures)} of {data['executed']} call(s) failed; first: " \
