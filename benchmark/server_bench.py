@@ -68,19 +68,14 @@ def pct(values: list[float], p: float) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None, help="default: agentflow serve's default")
+    ap.add_argument("--threads", type=int, default=None, help="default: agentflow serve's default")
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     figures: dict = {}
     home = Path(tempfile.mkdtemp(prefix="agentflow-bench-"))
-    kw = {}
-    if args.workers:
-        kw["workers"] = args.workers
-    if args.threads:
-        kw["threads"] = args.threads
-    srv = start_server(home, **({"workers": 4, "threads": 16} | kw))
+    srv = start_server(home, workers=args.workers, threads=args.threads)  # None: agentflow serve's defaults
     master = srv.proc.pid
     try:
         requests.post(srv.url + "/warmup", json={}, timeout=300)

@@ -85,8 +85,8 @@ class ServerProcess:
 def start_server(
     home: Path,
     config: dict | None = None,
-    workers: int = 2,
-    threads: int = 8,
+    workers: int | None = 2,
+    threads: int | None = 8,
     env: dict | None = None,
     token: str | None = None,
     wait: float = 60.0,
@@ -97,8 +97,11 @@ def start_server(
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    cmd = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port),
-           "--workers", str(workers), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "agentflow.cli", "serve", "--port", str(port)]
+    if workers is not None:  # None: the server's own defaults
+        cmd += ["--workers", str(workers)]
+    if threads is not None:
+        cmd += ["--threads", str(threads)]
     if config is not None:
         cfg_path = home / "server-config.json"
         cfg_path.write_text(json.dumps(config))
