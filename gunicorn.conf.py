@@ -13,6 +13,7 @@ worker_class = "gthread"
 timeout = 0
 graceful_timeout = 20
 keepalive = 75
+control_socket_disable = True
 
 
 def on_starting(server):

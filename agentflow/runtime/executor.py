@@ -162,11 +162,8 @@ class Executor:
         if isinstance(requested, bool) or not isinstance(requested, (int, float)) or requested <= 0:
             raise ParameterError(f"parameter 'timeout': must be a positive number of seconds, got {requested!r}",
                                  {"param": "timeout"})
-        limit = min(spec.max_timeout, self._max_timeout)
-        if requested > limit:
-            raise ParameterError(f"parameter 'timeout': {requested:g} s is over this tool's limit of {limit:g} s",
-                                 {"param": "timeout"})
-        return float(requested)
+        # capped, not refused: an agent passing its remaining budget should not fail
+        return float(min(requested, spec.max_timeout, self._max_timeout))
 
     def _audit_values(self, envelope: dict, worker_id: str, params: dict, started_at, batch_index) -> dict:
         meta = envelope["meta"]

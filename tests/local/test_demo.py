@@ -1,5 +1,6 @@
-"""``agentflow demo`` end to end, offline: sandbox server, local model, rollout, synthesis;
-afterwards the database holds the run, its audited tool calls and the QA pairs."""
+"""``agentflow demo`` end to end: offline with the local model (slow), and on another
+model given by ``--base-url`` (here the scripted fake, so it runs without the model).
+Afterwards the database holds the run, its audited tool calls and the QA pairs."""
 from __future__ import annotations
 
 import json
@@ -9,14 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
+
+from agentflow.demo import DemoError, DemoOptions, run_demo
+from tests.support.fake_openai import FakeOpenAI, call, first_user, tool_calls, turn
 
 from .conftest import needs_local_model
 
-REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.slow, needs_local_model]
-
-
+@pytest.mark.slow
+@needs_local_model
 @pytest.mark.timeout(290)
 def test_demo_runs_end_to_end_and_leaves_everything_in_sql(tmp_path):
     home = tmp_path / "demo-home"
@@ -55,5 +58,52 @@ def test_demo_runs_end_to_end_and_leaves_everything_in_sql(tmp_path):
     finally:
         db.close()
     # nothing it started is left running
-    leftover = subprocess.run(["pgrep", "-f", f"agentflow-.*{home}|--home {home}"], capture_output=True, text=True)
-    assert not leftover.stdout.strip()
+    for url in (result["sandbox_url"] + "/health", result["base_url"] + "/models"):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url, timeout=5)
+
+
+def _scripted_agent():
+    """Rollout: search for the question, then answer. Synthesis: search new queries, then
+    submit a QA pair taken from the observations."""
+    counter = iter(range(10_000))
+
+    def script(req: dict):
+        names = [t["function"]["name"] for t in req.get("tools") or []]
+        if "submit_qa" in names:
+            return tool_calls(call("submit_qa", {"question": "Which module of the standard library implements a heap "
+                                                             "queue, as found by the searches?",
+                                                 "answer": "heapq", "reasoning_steps": ["search 1", "search 2"]}))
+        if "stop_branch" in names:
+            return tool_calls(call("rag-search", {"query": f"heapq push pop {next(counter)}"}))
+        if turn(req) == 0:
+            return tool_calls(call("rag-search", {"query": first_user(req)}))
+        return "<answer>128</answer>"
+
+    return script
+
+
+def test_demo_on_a_model_given_by_base_url(tmp_path):
+    lines: list[str] = []
+    with FakeOpenAI(_scripted_agent(), model="scripted") as fake:
+        result = run_demo(DemoOptions(home=tmp_path / "home", base_url=fake.base_url, model="scripted",
+                                      api_key="k", tasks=2, seeds=1, progress=False), say=lines.append)
+    assert result["rollout"]["status"] == "success" and result["rollout"]["total_tool_calls"] == 2
+    assert result["synthesis"]["status"] == "success"
+    counts = result["counts"]
+    assert counts["audited_tool_calls"] == 2 and counts["synthesis_qa"] >= 1
+    assert any("model: scripted at" in line for line in lines)
+    assert lines[-1] == "stopping the sandbox server"
+    db = sqlite3.connect(result["database_path"])
+    try:
+        for q in result["queries"]:
+            assert db.execute(q["sql"]).fetchall()
+    finally:
+        db.close()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(result["sandbox_url"] + "/health", timeout=5)
+
+
+def test_demo_needs_a_model_name_with_base_url(tmp_path):
+    with pytest.raises(DemoError, match="--model"):
+        run_demo(DemoOptions(home=tmp_path, base_url="http://127.0.0.1:9/v1"))

@@ -85,10 +85,16 @@ def test_missing_and_unknown_parameters_are_1002(server):
     assert body["code"] == 1002 and "cmd" in body["message"]
 
 
-def test_bad_timeout_is_1002(server):
+def test_bad_timeout_is_1002_and_a_large_one_is_capped(server):
     body = server.post("/execute", {"worker_id": wid(), "action": "diag:sleep",
-                                    "params": {"seconds": 0}, "timeout": 10**6}).json()
+                                    "params": {"seconds": 0}, "timeout": -1}).json()
+    assert body["code"] == 1000 and "timeout" in body["message"]
+    body = server.post("/execute", {"worker_id": wid(), "action": "bash:run",
+                                    "params": {"command": "true", "timeout": "soon"}}).json()
     assert body["code"] == 1002 and "timeout" in body["message"]
+    capped = server.post("/execute", {"worker_id": wid(), "action": "diag:sleep",
+                                      "params": {"seconds": 0}, "timeout": 10**6}).json()
+    assert capped["code"] == 0
 
 
 def test_tool_failure_is_a_result_not_an_error(server):
