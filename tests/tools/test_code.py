@@ -165,11 +165,21 @@ def test_server_state_across_workers_crash_timeout_figure_destroy(server, code_s
     kernel_pid, kernel_uid = ast.literal_eval(first["data"]["result"])
     if os.geteuid() == 0 and _usable_by_others(sys.executable):  # then each kernel gets a uid of its own
         assert kernel_uid != 0
-    for i in range(1, 9):  # enough calls that both workers serve some (checked in the audit log)
+    for i in range(1, 9):
         env = _execute(server, worker, "code-run", {"code": "n += 1\nn"})
         assert env["code"] == 0 and env["data"]["result"] == str(i)
-    with sqlite3.connect(server.home / "agentflow.db") as db:
-        pids = {row[0] for row in db.execute("SELECT server_pid FROM tool_calls WHERE worker_id = ?", (worker,))}
+    # concurrent reads until both gunicorn workers have served the session (audit log)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(20):
+            outs = list(pool.map(lambda _: _execute(server, worker, "code:run", {"code": "n"}), range(8)))
+            assert all(o["code"] == 0 and o["data"]["result"] == "8" for o in outs), outs
+            with sqlite3.connect(server.home / "agentflow.db") as db:
+                pids = {row[0] for row in db.execute("SELECT server_pid FROM tool_calls WHERE worker_id = ?",
+                                                     (worker,))}
+            if len(pids) == 2:
+                break
     assert len(pids) == 2, f"all calls went to one worker process: {pids}"
 
     fig = _execute(server, worker, "code:run", {"code": "import matplotlib.pyplot as plt\nplt.bar([1, 2], [3, 4])"})
