@@ -107,13 +107,21 @@ class GroupCommitter:
             job.done.set()
 
     def _transaction(self, jobs: list[_Job]) -> None:
+        grouped: dict[Any, list[dict]] = {}
+        for job in jobs:
+            for target, values in job.rows:
+                grouped.setdefault(target, []).append(values)
+        statements = [(insert(t) if isinstance(t, Table) else t, v) for t, v in grouped.items()]
+        if all(job.fn is None for job in jobs):
+            # rows only (the common case: audit rows, request records, session touches):
+            # a Core connection skips the ORM session's bookkeeping
+            with self._factory.kw["bind"].begin() as conn:
+                for statement, values in statements:
+                    conn.execute(statement, values)
+            return
         with self._factory() as session, session.begin():
-            grouped: dict[Any, list[dict]] = {}
-            for job in jobs:
-                for target, values in job.rows:
-                    grouped.setdefault(target, []).append(values)
-            for target, values in grouped.items():
-                session.execute(insert(target) if isinstance(target, Table) else target, values)
+            for statement, values in statements:
+                session.execute(statement, values)
             for job in jobs:
                 if job.fn is not None:
                     job.result = job.fn(session)
