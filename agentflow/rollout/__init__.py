@@ -12,6 +12,8 @@ See SPEC §6 and the README's rollout section.
 from __future__ import annotations
 
 import logging
+import sys
+import types
 
 from .agent import AgentResult as AgentResult
 from .agent import extract_answer as extract_answer
@@ -48,3 +50,15 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+class _CallableModule(types.ModuleType):
+    """``agentflow.rollout`` names both this package and its main function. Importing
+    the package makes ``agentflow.rollout`` the package, so calling the package runs
+    the function: ``from agentflow import rollout; rollout("cfg.json")`` always works."""
+
+    def __call__(self, *args, **kwargs):
+        return rollout(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
