@@ -1,13 +1,15 @@
-"""Group commit: one writer thread per process commits many requests' rows at once.
+"""Group commit: concurrent requests of one process share one transaction.
 
-A request hands its write (a function of a SQLAlchemy session) to the writer and waits
-until the transaction holding it has committed, so nothing is acknowledged before it
-is durable — but concurrent requests share one transaction and one fsync.
+A request hands its write (rows to insert or update, or a function of a SQLAlchemy
+session) to the committer and returns only when the transaction holding it has
+committed, so nothing is acknowledged before it is durable. The first waiting request
+commits the writes of all the requests waiting with it (leader/followers), so a lone
+request commits its own write without any thread handoff, and under load one
+transaction serves many requests.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from typing import Any, Callable
 
@@ -23,24 +25,24 @@ _MAX_BATCH = 256
 
 
 class _Job:
-    __slots__ = ("fn", "rows", "done", "result", "error")
+    __slots__ = ("fn", "rows", "finished", "result", "error")
 
     def __init__(self, fn: WriteFn | None, rows: list[Row]):
         self.fn = fn
         self.rows = rows
-        self.done = threading.Event()
+        self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
 
 
 class GroupCommitter:
-    """Serialises this process's writes into batched transactions."""
+    """Batches this process's writes into shared transactions."""
 
     def __init__(self, session_factory: sessionmaker[Session]):
         self._factory = session_factory
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._pending: list[_Job] = []
+        self._leading = False
 
     def write(self, fn: WriteFn | None = None, rows: list[Row] | None = None) -> Any:
         """Run ``rows`` and then ``fn(session)`` in a committed transaction; return what
@@ -48,47 +50,41 @@ class GroupCommitter:
 
         A row is ``(table, values)`` — an INSERT — or ``(statement, parameters)`` for a
         statement with bound parameters. The rows of many requests run as one
-        ``executemany`` per table or statement, which is what makes an audited call cheap. Raises whatever the write raised (a failing
-        job is retried alone, so it cannot fail its neighbours).
+        ``executemany`` per table or statement, which is what makes an audited call
+        cheap. Raises whatever the write raised (a failing job is retried alone, so it
+        cannot fail its neighbours).
         """
-        self._ensure_thread()
         job = _Job(fn, rows or [])
-        self._queue.put(job)
-        job.done.wait()
+        with self._cond:
+            self._pending.append(job)
+            while not job.finished:
+                if self._leading:
+                    self._cond.wait()
+                    continue
+                self._lead()
         if job.error is not None:
             raise job.error
         return job.result
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="agentflow-writer", daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
+    def _lead(self) -> None:
+        """Commit the pending writes (called holding the condition; releases it while
+        the transaction runs)."""
+        self._leading = True
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        self._cond.release()
+        try:
             self._commit(batch)
+        finally:
+            self._cond.acquire()
+            for job in batch:
+                if not job.finished:  # interrupted before its transaction ended
+                    job.error = job.error or RuntimeError("the write was interrupted")
+                    job.finished = True
+            self._leading = False
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nothing to stop: writes run in the requests' own threads."""
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
@@ -104,7 +100,7 @@ class GroupCommitter:
                     except Exception as single_err:  # noqa: BLE001
                         job.error = single_err
         for job in batch:
-            job.done.set()
+            job.finished = True
 
     def _transaction(self, jobs: list[_Job]) -> None:
         grouped: dict[Any, list[dict]] = {}
