@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "ServerConfig", "expand_env", "load_json", "load_server_config"]
+__all__ = ["ConfigError", "ServerConfig", "as_bool", "as_float", "as_int", "expand_env", "load_json",
+           "load_server_config"]
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 """The source tree AgentFlow runs from (shipped seeds, benchmarks, configs, migrations)."""
@@ -66,6 +67,42 @@ def expand_env(value: Any, where: str = "", env: Mapping[str, str] | None = None
         raise ConfigError(f"'{where}' uses ${{{name}}}, but the environment variable {name} is not set")
 
     return _VAR.sub(substitute, value)
+
+
+def as_bool(value: Any, label: str) -> bool:
+    """A config flag: JSON true/false, or the strings true/false/1/0/yes/no."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    raise ConfigError(f"{label} must be true or false, got {value!r}")
+
+
+def as_int(value: Any, label: str, minimum: int) -> int:
+    """A config integer (a numeric string is accepted) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{label} must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{label} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def as_float(value: Any, label: str, low: float, high: float | None = None) -> float:
+    """A config number in ``[low, high]`` (``high`` None: no upper bound)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label} must be a number, got {value!r}") from None
+    if number < low or (high is not None and number > high):
+        expected = f"a number in [{low:g}, {high:g}]" if high is not None else f"a number >= {low:g}"
+        raise ConfigError(f"{label} must be {expected}, got {value!r}")
+    return number
 
 
 # Resource names used by AgentFlow's own config files that we know under another name.

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import RESOURCE_ALIASES, ConfigError, expand_env, load_json
+from ..config import RESOURCE_ALIASES, ConfigError, as_bool, as_float, as_int, expand_env, load_json
 from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "SynthesisConfig", "fingerprint", "load_config", "resolve_path", "run_identity"]
@@ -194,32 +194,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             return field.default_factory()
         raise bad("a value (null is not allowed here)")
     if key in _BOOL:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise bad("true or false")
+        return as_bool(value, f"{where}'{key}'")
     if key in _INT:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise bad("an integer")
-        try:
-            number = int(value)
-        except ValueError:
-            raise bad("an integer") from None
-        if number < _INT[key]:
-            raise bad(f"an integer >= {_INT[key]}")
-        return number
+        return as_int(value, f"{where}'{key}'", _INT[key])
     if key in _FLOAT:
-        low, high = _FLOAT[key]
-        if isinstance(value, bool):
-            raise bad("a number")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-        if number < low or (high is not None and number > high):
-            raise bad(f"a number in [{low:g}, {high:g}]" if high is not None else f"a number >= {low:g}")
-        return number
+        return as_float(value, f"{where}'{key}'", *_FLOAT[key])
     if key in _STR:
         if not isinstance(value, str):
             raise bad("a string")
