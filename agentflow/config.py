@@ -6,6 +6,7 @@ so every config file in AgentFlow reports problems the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["ConfigError", "ServerConfig", "as_bool", "as_float", "as_int", "expand_env", "load_json",
-           "load_server_config"]
+           "load_server_config", "reject_unknown_keys"]
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 """The source tree AgentFlow runs from (shipped seeds, benchmarks, configs, migrations)."""
@@ -67,6 +68,18 @@ def expand_env(value: Any, where: str = "", env: Mapping[str, str] | None = None
         raise ConfigError(f"'{where}' uses ${{{name}}}, but the environment variable {name} is not set")
 
     return _VAR.sub(substitute, value)
+
+
+def reject_unknown_keys(keys, known, what: str, where: str = "") -> None:
+    """Raise ConfigError naming every unknown key, with a "did you mean" where one is close."""
+    unknown = sorted(set(keys) - set(known))
+    if not unknown:
+        return
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    raise ConfigError(f"{where}unknown {what} key(s) {', '.join(hints)}; known keys: {', '.join(sorted(known))}")
 
 
 def as_bool(value: Any, label: str) -> bool:

@@ -190,7 +190,7 @@ def close_json(prefix: str) -> str | None:
             text = text[:-1]
         cut = text.rfind("\\u")
         if cut != -1 and cut >= len(text) - 5 and not text[cut - 1:cut] == "\\":
-            text = text[:cut]  # a \\uXXXX escape cut short
+            text = text[:cut]  # a \\u escape cut short
         text += '"'
     closers = "".join("}" if c == "{" else "]" for c in reversed(stack))
     base = text.rstrip()

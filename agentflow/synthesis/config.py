@@ -11,12 +11,12 @@ starting with ``_`` are comments. An unknown key, or a value of the wrong type, 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from pathlib import Path
 from typing import Any
 
-from ..config import RESOURCE_ALIASES, ConfigError, as_bool, as_float, as_int, expand_env, load_json
+from ..config import (RESOURCE_ALIASES, ConfigError, as_bool, as_float, as_int, expand_env, load_json,
+                      reject_unknown_keys)
 from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "SynthesisConfig", "fingerprint", "load_config", "resolve_path", "run_identity"]
@@ -162,14 +162,7 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
         raw = {}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     values = {k: v for k, v in raw.items() if not str(k).startswith("_")}
-    unknown = sorted(set(values) - set(_FIELDS))
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(_FIELDS), n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"{where}unknown synthesis config key(s) {', '.join(hints)}; "
-                          f"known keys: {', '.join(sorted(_FIELDS))}")
+    reject_unknown_keys(values, _FIELDS, "synthesis config", where)
     try:
         values = expand_env(values)
     except ConfigError as err:
