@@ -70,6 +70,32 @@ def expand_env(value: Any, where: str = "", env: Mapping[str, str] | None = None
     return _VAR.sub(substitute, value)
 
 
+def read_config(config_path: str | os.PathLike | dict | None, overrides: dict, known, what: str
+                ) -> tuple[dict, str, str | None]:
+    """The shared first steps of loading a rollout or synthesis config: read the file
+    (or take a dict), drop ``_comment`` keys, apply non-None ``overrides``, refuse
+    unknown keys and expand ``${VAR}``.
+
+    Returns:
+        (values, where — a "file: " prefix for messages, the file path or None).
+    """
+    where, source = "", None
+    if isinstance(config_path, dict):
+        raw = dict(config_path)
+    elif config_path is not None:
+        where, source = f"{config_path}: ", str(config_path)
+        raw = load_json(config_path)
+    else:
+        raw = {}
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    values = {k: v for k, v in raw.items() if not str(k).startswith("_")}
+    reject_unknown_keys(values, known, what, where)
+    try:
+        return expand_env(values), where, source
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+
+
 def reject_unknown_keys(keys, known, what: str, where: str = "") -> None:
     """Raise ConfigError naming every unknown key, with a "did you mean" where one is close."""
     unknown = sorted(set(keys) - set(known))

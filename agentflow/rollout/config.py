@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, as_bool, as_float, as_int, expand_env, load_json, reject_unknown_keys
+from ..config import ConfigError, as_bool, as_float, as_int, read_config
 from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "RolloutConfig", "fingerprint", "load_config", "run_identity"]
@@ -135,18 +135,8 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
         ConfigError: unreadable file, unknown key, wrong type or bad value; the message
             names the key and the value.
     """
-    where = ""
-    if isinstance(config_path, dict):
-        raw = expand_env(dict(config_path))
-    elif config_path is not None:
-        where = f"{config_path}: "
-        raw = expand_env(load_json(config_path))
-    else:
-        raw = {}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    values = {k: v for k, v in raw.items() if not str(k).startswith("_")}
-    reject_unknown_keys(values, _FIELDS, "rollout config", where)
-    cfg = RolloutConfig(source=str(config_path) if config_path is not None and not isinstance(config_path, dict) else None)
+    values, where, source = read_config(config_path, overrides, _FIELDS, "rollout config")
+    cfg = RolloutConfig(source=source)
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value, where))
     _check(cfg, where)

@@ -15,8 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import (RESOURCE_ALIASES, ConfigError, as_bool, as_float, as_int, expand_env, load_json,
-                      reject_unknown_keys)
+from ..config import RESOURCE_ALIASES, ConfigError, as_bool, as_float, as_int, read_config
 from ..runfiles import find_data_file, fingerprint
 
 __all__ = ["FINGERPRINT_VERSION", "SynthesisConfig", "fingerprint", "load_config", "resolve_path", "run_identity"]
@@ -152,23 +151,8 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
 
         cfg = load_config("configs/synthesis/rag.json", max_workers=4)
     """
-    where = ""
-    if isinstance(config_path, dict):
-        raw = dict(config_path)
-    elif config_path is not None:
-        where = f"{config_path}: "
-        raw = load_json(config_path)
-    else:
-        raw = {}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    values = {k: v for k, v in raw.items() if not str(k).startswith("_")}
-    reject_unknown_keys(values, _FIELDS, "synthesis config", where)
-    try:
-        values = expand_env(values)
-    except ConfigError as err:
-        raise ConfigError(f"{where}{err}") from None
-    cfg = SynthesisConfig(source=str(config_path) if config_path is not None and not isinstance(config_path, dict)
-                          else None)
+    values, where, source = read_config(config_path, overrides, _FIELDS, "synthesis config")
+    cfg = SynthesisConfig(source=source)
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value, where))
     _check(cfg, where)
