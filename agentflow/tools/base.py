@@ -16,7 +16,10 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..isolation import Confinement, Limits
 
 __all__ = [
     "Backend",
@@ -99,6 +102,11 @@ class SessionInfo:
     config: dict
     state: dict
     temporary: bool = False
+    save_state: Callable[[], None] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Set while a session is starting: persists ``state`` at once. A backend calls it
+    in ``create_session`` as soon as ``state`` names processes it started, so that if
+    the server process dies before ``create_session`` returns, ``destroy_session`` is
+    still called with them (by the next re-create or by the cleaner)."""
 
 
 @dataclasses.dataclass
@@ -131,6 +139,12 @@ class BackendContext:
     """SQLAlchemy ``sessionmaker`` of the server database (for caches such as web)."""
     project_dir: Path = Path.cwd()
     """Relative paths in configs resolve against this directory."""
+    isolation: str = "bwrap"
+    """``server.isolation``: ``bwrap`` confines sessions, ``none`` (explicit) does not."""
+    hidden_paths: list[Path] = dataclasses.field(default_factory=list)
+    """Host paths a session must never see (data dir, workspace root, config file)."""
+    cgroup_parent: str = "agentflow"
+    """Name of the cgroup folder under which session cgroups are made."""
 
 
 @dataclasses.dataclass
@@ -218,6 +232,25 @@ class Backend:
         self.check_config()
 
     # -- hooks -------------------------------------------------------------------
+    def confinement(self, defaults: "Limits | None" = None, extra_read_only: list[Path] = ()) -> "Confinement":
+        """The confinement of this backend's sessions, from the server's isolation mode
+        and this resource's limit options (``memory_mb``, ``network``…).
+
+        Raises:
+            BackendConfigError: a limit option is invalid, or the machine cannot confine
+                (the message says what to install, or to set isolation "none").
+        """
+        from ..isolation import Confinement, IsolationError, Limits, isolation_mode
+
+        try:
+            limits = Limits.from_config(self.config, self.name, defaults)
+            return Confinement(self.name, limits, isolation_mode(self.context.isolation),
+                               hidden=self.context.hidden_paths,
+                               read_only=[*self.context.roots, *extra_read_only],
+                               cgroup_parent=self.context.cgroup_parent)
+        except IsolationError as err:
+            raise BackendConfigError(str(err)) from None
+
     def check_config(self) -> None:
         """Raise BackendConfigError for unknown or invalid options (at server start)."""
         if self.config_keys is None:

@@ -1,8 +1,8 @@
 """``code:run``: Python in a per-session kernel process.
 
-Each session owns one detached IPython kernel (see :mod:`.kernel`), started when the
-session is created and recorded in ``session.state["kernel"]``, so any server process
-can run code in it and variables persist between calls.
+Each session owns one IPython kernel (see :mod:`.kernel`), started when the session is
+created, inside the session's confinement as a child of its supervisor; any server
+process reaches it through the supervisor's socket, and variables persist between calls.
 
 Failure policy:
 
@@ -21,26 +21,27 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import subprocess
 import sys
-import zlib
 from pathlib import Path
 
+from ..isolation import Limits, SupervisorError, SupervisorTimeout
 from .base import Backend, BackendConfigError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
-from .bash import _UID_BASE, _UID_SPAN  # one uid scheme for every backend that runs user code
-from .kernel import (ExecResult, KernelError, KernelHandle, close_clients, execute, is_alive, kill_kernel,
-                     start_kernel)
 
 log = logging.getLogger(__name__)
 
 _INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+_DEFAULTS = Limits(memory_mb=4096, max_processes=256, disk_mb=1024, file_size_mb=256, cpu_seconds=600)
+_JAILED_KERNEL_FILES = "/tmp/.agentflow-kernel"  # the jail's private /tmp: short socket paths
 
 
 class KernelBackend(Backend):
-    """Session hooks shared by the backends that run code in a session kernel."""
+    """Session hooks shared by the backends that run code in a session kernel. The
+    kernel lives inside the session's confinement, as a child of the session's
+    supervisor (:mod:`agentflow.isolation.supervisor`), which talks to it and hands the
+    server capped results."""
 
-    config_keys = frozenset({"python", "memory_mb", "startup_timeout", "interrupt_grace", "max_images",
-                             "env", "startup_code", "run_as", "max_processes"})
+    config_keys = frozenset({"python", "startup_timeout", "interrupt_grace", "max_images", "env", "startup_code",
+                             "memory_mb", "max_processes", "disk_mb", "file_size_mb", "cpu_seconds", "network"})
     startup_code: str = ""
 
     def check_config(self) -> None:
@@ -48,60 +49,33 @@ class KernelBackend(Backend):
         cfg = self.config
         try:
             self.python = str(cfg.get("python") or sys.executable)
-            self.memory_mb = int(cfg.get("memory_mb", 4096))
             self.startup_timeout = float(cfg.get("startup_timeout", 30))
             self.interrupt_grace = float(cfg.get("interrupt_grace", 2))
             self.max_images = int(cfg.get("max_images", 8))
-            self.max_processes = int(cfg.get("max_processes", 256))
         except (TypeError, ValueError) as err:
             raise BackendConfigError(f"resource '{self.name}': {err}") from None
-        usable = _usable_by_others(self.python)
-        default = "session" if os.geteuid() == 0 and usable else "server"
-        if os.geteuid() == 0 and not usable and "run_as" not in cfg:
-            log.warning("resource '%s': kernels run as the server's user: %s is not usable by other users",
-                        self.name, self.python)
-        self.run_as = cfg.get("run_as", default)
-        if self.run_as not in ("session", "server"):
-            raise BackendConfigError(f"resource '{self.name}': run_as must be 'session' or 'server'")
-        if self.run_as == "session" and os.geteuid() != 0:
-            raise BackendConfigError(f"resource '{self.name}': run_as 'session' needs the server to run as root")
-        if self.run_as == "session" and not usable:
-            raise BackendConfigError(f"resource '{self.name}': run_as 'session' needs a Python that other users "
-                                     f"can run; {self.python} (or its installation) is closed to them")
         if not os.access(self.python, os.X_OK):
             raise BackendConfigError(f"resource '{self.name}': python '{self.python}' is not executable")
-        self.extra_env = {str(k): str(v) for k, v in (cfg.get("env") or {}).items()}
+        installation = Path(os.path.realpath(self.python)).parent.parent
+        self.confine = self.confinement(_DEFAULTS, extra_read_only=[installation])
+        env = cfg.get("env") or {}
+        if not isinstance(env, dict):
+            raise BackendConfigError(f"resource '{self.name}': env must be an object of NAME: value")
+        self.extra_env = {str(k): str(v) for k, v in env.items()}
         self.startup = "\n".join(c for c in (self.startup_code, cfg.get("startup_code", "")) if c)
         # Figures as PNG through the inline backend, when the kernel can load it.
         self.inline_plots = self.python != sys.executable or importlib.util.find_spec("matplotlib_inline") is not None
 
     # -- sessions ----------------------------------------------------------------
-    def _uid(self, session: SessionInfo) -> int | None:
-        """The session's own uid when the server is root (the bash backend's scheme)."""
-        if self.run_as != "session":
-            return None
-        return _UID_BASE + zlib.crc32(session.session_id.encode()) % _UID_SPAN
-
-    def _env(self, session: SessionInfo, uid: int | None) -> dict[str, str]:
-        if uid is None:
-            cache = Path(self.context.data_dir) / "cache"
-            ipython = cache / "ipython"
-        else:  # reachable by every session uid (the data dir may be closed to them)
-            cache = Path(session.workspace).parent / ".kernel-cache"
-            ipython = Path(session.workspace) / ".kernel" / "ipython"
-        mpl = cache / "matplotlib"  # font cache built once, not per session
-        if not mpl.is_dir():
-            mpl.mkdir(parents=True, exist_ok=True)
-            if uid is not None:
-                os.chmod(cache, 0o1777)
-                os.chmod(mpl, 0o1777)
+    def _env(self, session: SessionInfo) -> dict[str, str]:
+        private = _JAILED_KERNEL_FILES if self.confine.confined else str(Path(session.workspace) / ".kernel")
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
             "HOME": str(session.workspace),
             "TERM": "dumb",
-            "IPYTHONDIR": str(ipython),
-            "MPLCONFIGDIR": str(mpl),
+            "IPYTHONDIR": f"{private}/ipython",
+            "MPLCONFIGDIR": f"{private}/matplotlib",
             "PYDEVD_DISABLE_FILE_VALIDATION": "1",
         }
         if self.inline_plots:
@@ -109,115 +83,75 @@ class KernelBackend(Backend):
         env.update(self.extra_env)
         return env
 
-    def _start(self, session: SessionInfo) -> KernelHandle:
-        uid = self._uid(session)
-        handle = start_kernel(session.workspace, env=self._env(session, uid), python=self.python,
-                              memory_mb=self.memory_mb, startup_timeout=self.startup_timeout, user=uid,
-                              max_processes=self.max_processes)
-        session.state["kernel"] = handle.to_state()
-        session.state["uid"] = uid
-        if self.startup:  # queued now, finished before the first call's code runs
-            try:
-                res = execute(handle, self.startup, timeout=self.startup_timeout, store_history=False)
-            except KernelError as err:
-                res = ExecResult(status="died", exit_info=str(err))
-            if res.status != "ok":
-                kill_kernel(handle)
-                detail = (res.error or {}).get("evalue") or res.exit_info or res.status
-                raise KernelError(f"the kernel's startup code failed: {detail}")
-        return handle
-
     def create_session(self, session: SessionInfo) -> None:
+        kernel = {"python": self.python, "startup_timeout": self.startup_timeout,
+                  "interrupt_grace": self.interrupt_grace, "max_images": self.max_images,
+                  "startup_code": self.startup,
+                  "files_dir": _JAILED_KERNEL_FILES if self.confine.confined else None}
         try:
-            self._start(session)
-        except KernelError as err:
+            supervisor = self.confine.start(session, self._env(session), kernel=kernel,
+                                            startup_timeout=self.startup_timeout)
+            reply = supervisor.request("kernel_start", 2 * self.startup_timeout)
+        except Exception as err:  # noqa: BLE001 - any start failure is a 1003
+            self.confine.stop(session)
             raise SessionFailed(f"the Python kernel did not start: {err}") from None
+        if not reply.get("started"):
+            self.confine.stop(session)
+            raise SessionFailed(str(reply.get("error") or "the Python kernel did not start"))
 
     def destroy_session(self, session: SessionInfo) -> None:
-        handle = KernelHandle.from_state(session.state.get("kernel"))
-        if handle is not None:
-            kill_kernel(handle)
-        uid = session.state.get("uid")
-        if uid:  # anything the code started in a session of its own
-            subprocess.run(["kill", "-9", "-1"], user=uid, group=uid, extra_groups=[],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-
-    def close(self) -> None:
-        close_clients()
+        self.confine.stop(session)
 
     # -- running code ------------------------------------------------------------
-    def _kernel(self, session: SessionInfo) -> tuple[KernelHandle, str | None]:
-        """The session's kernel, started afresh when the old one is gone."""
-        handle = KernelHandle.from_state(session.state.get("kernel"))
-        if handle is not None and is_alive(handle):
-            return handle, None
-        reason = session.state.get("kernel_lost") or "the previous kernel process was no longer running"
-        if handle is not None:
-            kill_kernel(handle)  # sockets and stray children
-        try:
-            handle = self._start(session)
-        except KernelError as err:
-            raise ToolError(f"the Python kernel could not be restarted: {err}", {"kernel_restarted": False}) from None
-        session.state.pop("kernel_lost", None)
-        session.state["restarts"] = session.state.get("restarts", 0) + 1
-        return handle, reason
-
     def run_code(self, ctx: ToolContext, code: str, setup: str | None = None) -> dict:
         """Run ``code`` in the session kernel; the data dict or ToolError/ToolTimeout."""
-        session = ctx.session
-        handle, restart_reason = self._kernel(session)
+        supervisor = self.confine.attach(ctx.session, max_reply_bytes=8 * ctx.max_output_bytes
+                                         + self.max_images * (4 << 20) + 65536)
         try:
-            res = execute(handle, code, timeout=ctx.remaining, setup=setup,
-                          interrupt_grace=self.interrupt_grace)
-        except KernelError as err:
-            if is_alive(handle):  # busy with another call (e.g. from another worker): leave it be
-                raise ToolTimeout(f"the Python kernel is busy and did not answer within the timeout ({err}); "
-                                  "its variables are kept", {"kernel_busy": True,
-                                                             "kernel_restarted": restart_reason is not None}) from None
-            session.state["kernel_lost"] = f"the kernel stopped answering ({err})"
-            kill_kernel(handle)
-            raise ToolError(f"the Python kernel stopped answering: {err}; the next call starts a fresh kernel",
-                            {"kernel_died": True, "kernel_restarted": restart_reason is not None}) from None
-        data = res.to_data(ctx.max_output_bytes, self.max_images)
-        data["kernel_restarted"] = restart_reason is not None
+            reply = supervisor.request("kernel_exec", ctx.remaining + self.interrupt_grace + self.startup_timeout,
+                                       code=code, setup=setup, timeout=ctx.remaining, max_output=ctx.max_output_bytes)
+        except SupervisorTimeout:
+            raise ToolTimeout(f"code timed out after {ctx.timeout:g} s and the session's sandbox did not answer",
+                              {"kernel_restarted": False}) from None
+        except SupervisorError as err:
+            raise ToolError(f"the session's sandbox failed: {err}; destroy the session and create a new one",
+                            {"sandbox_failed": True}) from None
+        restart_reason = reply.get("restart_reason")
+        restarted = {"kernel_restarted": restart_reason is not None}
+        status = reply.get("status")
+        if status == "start_failed":
+            raise ToolError(f"the Python kernel could not be restarted: {reply.get('error')}",
+                            {"kernel_restarted": False})
+        if status == "busy":
+            raise ToolTimeout(f"the Python kernel is busy and did not answer within the timeout "
+                              f"({reply.get('error')}); its variables are kept", {"kernel_busy": True, **restarted})
+        if status == "unreachable":
+            raise ToolError(f"the Python kernel stopped answering: {reply.get('error')}; the next call starts a "
+                            "fresh kernel", {"kernel_died": True, **restarted})
+        data = dict(reply.get("data") or {})
+        data.update(restarted)
         if restart_reason is not None:
             data["restart_reason"] = restart_reason + "; this is a fresh kernel: earlier variables are gone"
-        self._raise_for(res, data, ctx, session)
+        self._raise_for(status, reply, data, ctx)
         return data
 
-    def _raise_for(self, res: ExecResult, data: dict, ctx: ToolContext, session: SessionInfo) -> None:
-        if res.status == "died":
-            how = res.exit_info or "exited"
-            session.state["kernel_lost"] = f"the kernel died during the previous call ({how})"
+    def _raise_for(self, status: str, reply: dict, data: dict, ctx: ToolContext) -> None:
+        if status == "died":
+            how = reply.get("exit_info") or "exited"
             data["kernel_died"] = True
             raise ToolError(f"the Python kernel died while running the code ({how}); "
                             "the next call starts a fresh kernel and all variables are lost", data)
-        if res.status == "timeout":
+        if status == "timeout":
             data["interrupted"] = True
-            if res.killed:
-                session.state["kernel_lost"] = "the kernel was killed after a timeout (it ignored the interrupt)"
+            if reply.get("killed"):
                 data["kernel_killed"] = True
                 raise ToolTimeout(f"code timed out after {ctx.timeout:g} s and ignored the interrupt, so the "
                                   "kernel was killed; the next call starts a fresh kernel", data)
             raise ToolTimeout(f"code timed out after {ctx.timeout:g} s and was interrupted; "
                               "the kernel and its variables are kept", data)
-        if res.status == "error":
-            err = res.error or {}
+        if status == "error":
+            err = reply.get("error_info") or {}
             raise ToolError(f"{err.get('ename', 'Error')}: {err.get('evalue', '')}", data)
-
-
-def _usable_by_others(python: str) -> bool:
-    """Whether a user other than the owner can run ``python`` and read its installation."""
-    real = Path(os.path.realpath(python))
-    prefix = Path(sys.base_prefix if python == sys.executable else real.parent.parent)
-    for path in (real, prefix):
-        for part in [path, *path.parents]:
-            try:
-                if not os.stat(part).st_mode & 0o001:
-                    return False
-            except OSError:
-                return False
-    return True
 
 
 class CodeBackend(KernelBackend):

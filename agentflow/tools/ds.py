@@ -18,11 +18,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.metadata
+import io
 import math
 import os
-import shutil
-import uuid
 from pathlib import Path
+
+from ..isolation import SupervisorError
+from ..isolation.safefs import UnsafePath, open_within
 
 from .base import BackendConfigError, ParamError, SessionInfo, ToolContext, ToolError, resolve_path, tool
 from .code import KernelBackend
@@ -108,7 +110,7 @@ class DsBackend(KernelBackend):
         budget = self._cap(ctx)
         out = []
         for path in files[: self.max_csv]:
-            info = _scan(path, self.head_rows)
+            info = _scan(path, self.head_rows, [folder])
             info = {"file": str(path.relative_to(folder)), **info}
             budget -= len(str(info))
             if budget < 0 and out:
@@ -145,7 +147,7 @@ class DsBackend(KernelBackend):
             raise ParamError("csv_file", f"'{csv_file}' is not a file")
         if max_rows > self.max_rows:
             raise ParamError("max_rows", f"at most {self.max_rows} rows per call; use ds:run_python for more")
-        info = _scan(path, max_rows)
+        info = _scan(path, max_rows, [folder])
         rows, budget, cut = [], self._cap(ctx), False
         for row in info.pop("head"):
             budget -= len(str(row))
@@ -185,46 +187,36 @@ class DsBackend(KernelBackend):
         return data
 
     def _workdir(self, session: SessionInfo, folder: Path) -> Path:
-        """A private copy of the data folder in the workspace (made once per session)."""
+        """A private copy of the data folder in the workspace (made once per session, by
+        the session's supervisor, as the session: the server writes nothing there)."""
         if not self.copy_data:
             return folder
         tag = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
-        target = session.workspace / "data" / f"{folder.name}-{tag}"
-        if target.is_dir():
-            return target
-        size = 0
-        for root, _, names in os.walk(folder):
-            size += sum(os.path.getsize(os.path.join(root, n)) for n in names)
-            if size > self.copy_limit:
-                return folder
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+        target = Path(session.workspace) / "data" / f"{folder.name}-{tag}"
+        supervisor = self.confine.attach(session, max_reply_bytes=65536)
         try:
-            # Links are copied as links: following them would copy what they point at,
-            # read with the server's rights, into a folder the session user owns.
-            shutil.copytree(folder, tmp, symlinks=True)
-            uid = session.state.get("uid")
-            if uid:  # the kernel runs as the session's own user
-                for root, dirs, names in os.walk(tmp):
-                    for name in [root, *(os.path.join(root, n) for n in dirs + names)]:
-                        os.chown(name, uid, uid, follow_symlinks=False)
-                os.chown(target.parent, uid, uid)
-            os.replace(tmp, target)
-        except OSError as err:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not target.is_dir():
-                raise ToolError(f"could not copy the data folder into the session: {err}") from None
-        return target
+            reply = supervisor.request("copy_tree", 120, src=str(folder), dst=str(target),
+                                       limit_bytes=self.copy_limit)
+        except SupervisorError as err:
+            raise ToolError(f"could not copy the data folder into the session: {err}") from None
+        return Path(reply["path"]) if reply.get("copied") else folder
 
 
-def _scan(path: Path, head_rows: int) -> dict:
-    """Shape, column names, pandas-like dtypes and the first rows of one CSV file."""
+def _scan(path: Path, head_rows: int, roots: list[Path]) -> dict:
+    """Shape, column names, pandas-like dtypes and the first rows of one CSV file (a
+    regular file inside ``roots``, checked on the opened descriptor)."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    try:
+        raw = open_within(path, roots)
+    except (UnsafePath, OSError) as err:
+        raise ToolError(f"cannot read '{path.name}': {err}") from None
+    size = os.fstat(raw.fileno()).st_size
+    with io.TextIOWrapper(raw, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         header = next(reader, None)
         if header is None:
             return {"rows": 0, "columns": 0, "column_names": [], "dtypes": {}, "head": [],
-                    "size_bytes": path.stat().st_size}
+                    "size_bytes": size}
         kinds = [_Kind() for _ in header]
         head, count = [], 0
         for row in reader:
@@ -238,7 +230,7 @@ def _scan(path: Path, head_rows: int) -> dict:
     dtypes = [k.dtype for k in kinds]
     typed = [[_convert(v, dtypes[i] if i < len(dtypes) else _STR_DTYPE) for i, v in enumerate(row)] for row in head]
     return {"rows": count, "columns": len(header), "column_names": header,
-            "dtypes": dict(zip(header, dtypes)), "head": typed, "size_bytes": path.stat().st_size}
+            "dtypes": dict(zip(header, dtypes)), "head": typed, "size_bytes": size}
 
 
 class _Kind:

@@ -91,12 +91,27 @@ class ExecResult:
     interrupted: bool = False
     killed: bool = False
     exit_info: str | None = None
+    stream_limit: int = 0
+    """Keep at most this many bytes of each stream (0: all); the sizes still count."""
+    stream_bytes: dict = dataclasses.field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+    def add_stream(self, name: str, text: str) -> None:
+        """Append output, capped while it streams: a kernel printing 300 MiB costs the
+        reader ``stream_limit`` bytes, not 300 MiB."""
+        size = len(text.encode("utf-8", "replace"))
+        kept = self.stream_bytes[name]
+        self.stream_bytes[name] = kept + size
+        if self.stream_limit and kept >= self.stream_limit:
+            return
+        (self.stderr if name == "stderr" else self.stdout).append(text)
 
     def to_data(self, max_output_bytes: int, max_images: int) -> dict:
         """The JSON answer of a tool: text capped at ``max_output_bytes`` each."""
         data: dict = {}
         for name, chunks in (("stdout", self.stdout), ("stderr", self.stderr)):
             data.update(cap_text(name, "".join(chunks), max_output_bytes))
+            if self.stream_bytes[name] > data[f"{name}_bytes"]:  # dropped while streaming
+                data[f"{name}_bytes"], data[f"{name}_truncated"] = self.stream_bytes[name], True
         if self.result is not None:
             data.update(cap_text("result", self.result, max_output_bytes))
         else:
@@ -164,7 +179,7 @@ def is_alive(handle: KernelHandle) -> bool:
 # -- start / stop ----------------------------------------------------------------------
 def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = None, memory_mb: int = 0,
                  startup_timeout: float = 30.0, wait: bool = True, user: int | None = None,
-                 max_processes: int = 0) -> KernelHandle:
+                 max_processes: int = 0, files_dir: Path | None = None) -> KernelHandle:
     """Start a detached kernel with ``workspace`` as its cwd.
 
     Args:
@@ -177,11 +192,13 @@ def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = N
         user: run the kernel under this uid (and gid); the server must be root. The
             workspace and kernel files are handed to that user.
         max_processes: process-count limit of ``user`` (needs ``user``).
+        files_dir: where the connection file, sockets and log go (default
+            ``workspace/.kernel``); a confined session keeps them in its private /tmp.
 
     Raises:
         KernelError: the kernel exited or did not answer in time (its log is quoted).
     """
-    kdir = Path(workspace) / _KERNEL_DIR
+    kdir = Path(files_dir) if files_dir is not None else Path(workspace) / _KERNEL_DIR
     kdir.mkdir(parents=True, exist_ok=True)
     socket_dir = None
     prefix = kdir / "k"
@@ -362,7 +379,7 @@ def _close(client: _Client) -> None:
 
 # -- execute ---------------------------------------------------------------------------
 def execute(handle: KernelHandle, code: str, *, timeout: float, setup: str | None = None,
-            interrupt_grace: float = 2.0, store_history: bool = True) -> ExecResult:
+            interrupt_grace: float = 2.0, store_history: bool = True, max_bytes: int = 0) -> ExecResult:
     """Run ``code`` in the kernel and collect its output.
 
     Args:
@@ -382,20 +399,38 @@ def execute(handle: KernelHandle, code: str, *, timeout: float, setup: str | Non
     if not is_alive(handle):
         return ExecResult(status="died", exit_info=_reap(handle.pid))
     client = _client_for(handle, deadline=max(deadline, time.monotonic() + 5.0))
-    with client.lock:
+    # One execution at a time per kernel: a second caller waits at most its own timeout.
+    if not client.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise KernelError("the kernel is busy with another call")
+    with _Held(client.lock):
         try:
-            return _execute_locked(client.kc, handle, code, deadline, setup, interrupt_grace, store_history)
+            return _execute_locked(client.kc, handle, code, deadline, setup, interrupt_grace, store_history,
+                                   max_bytes)
         finally:
             if client.retired:
                 client.kc.stop_channels()
 
 
+class _Held:
+    """Releases an already acquired lock on exit."""
+
+    def __init__(self, lock: threading.Lock):
+        self.lock = lock
+
+    def __enter__(self):
+        return self.lock
+
+    def __exit__(self, *exc):
+        self.lock.release()
+
+
 def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, deadline: float,
-                    setup: str | None, interrupt_grace: float, store_history: bool) -> ExecResult:
+                    setup: str | None, interrupt_grace: float, store_history: bool,
+                    max_bytes: int = 0) -> ExecResult:
     if setup:
         kc.execute(setup, silent=True, store_history=False, allow_stdin=False)
     msg_id = kc.execute(code, store_history=store_history, allow_stdin=False, stop_on_error=False)
-    res = ExecResult(status="ok")
+    res = ExecResult(status="ok", stream_limit=max_bytes)
     interrupted_at = None
     while True:
         now = time.monotonic()
@@ -433,7 +468,7 @@ def _collect(res: ExecResult, msg: dict) -> bool:
     if kind == "status":
         return content.get("execution_state") == "idle"
     if kind == "stream":
-        (res.stderr if content.get("name") == "stderr" else res.stdout).append(content.get("text", ""))
+        res.add_stream("stderr" if content.get("name") == "stderr" else "stdout", content.get("text", ""))
     elif kind in ("execute_result", "display_data", "update_display_data"):
         data = content.get("data", {})
         if kind == "execute_result":
@@ -455,6 +490,7 @@ def _collect(res: ExecResult, msg: dict) -> bool:
     elif kind == "clear_output":
         res.stdout.clear()
         res.stderr.clear()
+        res.stream_bytes = {"stdout": 0, "stderr": 0}
     return False
 
 

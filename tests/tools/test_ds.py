@@ -26,7 +26,7 @@ def _ctx(session=None, timeout=30.0, cap=65536) -> ToolContext:
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     home = tmp_path_factory.mktemp("ds-home")
-    return DsBackend({"run_as": "server"}, BackendContext(data_dir=home, roots=[REPO / "seeds", home], project_dir=REPO))
+    return DsBackend({}, BackendContext(data_dir=home, roots=[REPO / "seeds", home], project_dir=REPO))
 
 
 @pytest.fixture(scope="module")

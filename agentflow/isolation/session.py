@@ -1,0 +1,352 @@
+"""Start, reach and end a confined session.
+
+:class:`Confinement` is made once per backend (at server start, where it refuses to
+build when the machine cannot confine); :meth:`Confinement.start` gives a session its
+jail and supervisor, recording in ``session.state["jail"]`` what any server process
+needs to reach and end it. Ending a session kills everything in its cgroup, unmounts
+its workspace and gives its uid back.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import channel
+from .cgroups import CgroupTree, detect_cgroups
+from .errors import IsolationError, IsolationUnavailable, SupervisorError
+from .identity import allocate_uid, release_uid
+from .jail import STAGE_SCRIPT, JailSpec, bwrap_argv, bwrap_path, python_paths
+from .policy import IsolationMode, Limits
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ConfinedSession", "Confinement", "JailRecord"]
+
+_SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+_SETSID = shutil.which("setsid") or "/usr/bin/setsid"
+_UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+_MAX_SOCKET_PATH = 100
+_GRACE = 5.0  # seconds a supervisor gets beyond the call's own timeout to answer
+_SUPERVISOR = "from agentflow.isolation.supervisor import main; main()"
+# The launcher: report its pid, join the session cgroups, then become the jail.
+_LAUNCH = ('echo $$; for f in $AF_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; '
+           'unset AF_CGROUP_PROCS; exec "$@" </dev/null >/dev/null')
+_probe_lock = threading.Lock()
+_probed: dict[str, str | None] = {}
+
+
+@dataclasses.dataclass
+class JailRecord:
+    """What ``session.state["jail"]`` holds (JSON-safe)."""
+
+    socket: str
+    key: str
+    pid: int
+    uid: int | None
+    mounted: bool
+    mode: str
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "JailRecord | None":
+        try:
+            return cls(**state) if state else None
+        except TypeError:
+            return None
+
+
+def session_key(session_id: str) -> str:
+    """The name of a session's cgroup and control files, derived from its id alone so
+    that a cleaner can end a session whose state was never saved."""
+    return "s" + hashlib.sha256(session_id.encode()).hexdigest()[:20]
+
+
+class ConfinedSession:
+    """A live session's supervisor, reachable from any server process on the node."""
+
+    def __init__(self, record: JailRecord, max_reply_bytes: int):
+        self.record = record
+        self.max_reply_bytes = max_reply_bytes
+
+    def request(self, op: str, wait: float, **payload: Any) -> dict:
+        """The supervisor's answer to one operation.
+
+        Raises:
+            SupervisorTimeout: no answer within ``wait`` seconds plus a short grace.
+            SupervisorError: the supervisor is gone or failed the operation.
+        """
+        reply = channel.request(self.record.socket, {"op": op, **payload}, wait + _GRACE, self.max_reply_bytes)
+        if not reply.get("ok"):
+            raise SupervisorError(str(reply.get("error") or "the session supervisor refused the call")[:2000])
+        return reply
+
+
+class Confinement:
+    """The confinement one backend's sessions get."""
+
+    def __init__(self, resource: str, limits: Limits, mode: IsolationMode, *, hidden: list[Path],
+                 read_only: list[Path], cgroup_parent: str = "agentflow"):
+        self.resource = resource
+        self.limits = limits
+        self.mode = mode
+        self.hidden = list(hidden)
+        self.read_only = list(read_only)
+        self.cgroups: CgroupTree | None = None
+        if mode is IsolationMode.BWRAP:
+            _require_bwrap(resource)
+            self.cgroups = detect_cgroups(cgroup_parent)
+            if limits.network == "full":
+                raise IsolationUnavailable(
+                    f"resource '{resource}': network 'full' is not available in this version (it needs a "
+                    "user-mode network stack that keeps the host's loopback out of reach); use 'none'")
+
+    @property
+    def confined(self) -> bool:
+        return self.mode is IsolationMode.BWRAP
+
+    def describe(self) -> dict:
+        return {"isolation": self.mode.value, "network": self.limits.network, "memory_mb": self.limits.memory_mb,
+                "max_processes": self.limits.max_processes, "disk_mb": self.limits.disk_mb,
+                "file_size_mb": self.limits.file_size_mb,
+                "cgroups": f"v{self.cgroups.version}" if self.cgroups else None}
+
+    # -- start -------------------------------------------------------------------
+    def start(self, session, env: dict[str, str], kernel: dict | None = None,
+              startup_timeout: float = 30.0) -> ConfinedSession:
+        """Give ``session`` its jail and supervisor, configured with ``env``.
+
+        Raises:
+            IsolationError: the jail or its supervisor did not come up.
+        """
+        key = session_key(session.session_id)
+        control = control_dir(Path(session.workspace).parent)
+        sock_path = str(control / f"{key}.sock")
+        root = os.geteuid() == 0
+        uid = allocate_uid(control / "uids", session.session_id) if self.confined and root else None
+        record = JailRecord(sock_path, key, 0, uid, False, self.mode.value)
+        session.state["jail"] = dataclasses.asdict(record)
+        try:
+            record.mounted = self.confined and root and _mount_workspace(Path(session.workspace), uid,
+                                                                       self.limits.disk_mb << 20)
+            if self.cgroups is not None:
+                self.cgroups.create(key, self.limits.memory_mb << 20, self.limits.max_processes)
+            record.pid, errors = self._spawn(session, record)
+            session.state["jail"] = dataclasses.asdict(record)
+            confined = ConfinedSession(record, 1 << 20)
+            try:
+                confined.request("configure", startup_timeout, env=env, cpu_seconds=self.limits.cpu_seconds,
+                                 file_size_mb=self.limits.file_size_mb, kernel=kernel or {})
+            except IsolationError as err:
+                detail = _read_pipe(errors)
+                raise IsolationError(f"{err}" + (f"; its output: {detail}" if detail else "")) from None
+            finally:
+                os.close(errors)
+        except BaseException as err:
+            self.stop(session)
+            if isinstance(err, (IsolationError, OSError)):
+                raise IsolationError(f"the session sandbox did not start: {err}") from None
+            raise
+        return confined
+
+    def _spawn(self, session, record: JailRecord) -> tuple[int, int]:
+        workspace = str(session.workspace)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if os.path.exists(record.socket):
+                os.unlink(record.socket)
+            listener.bind(record.socket)
+            os.chmod(record.socket, 0o600)
+            listener.listen(64)
+            fd = listener.fileno()
+            command = [sys.executable, "-I", "-c", _SUPERVISOR, str(fd), workspace]
+            if self.confined:
+                spec = JailSpec(Path(workspace), [*python_paths(), *self.read_only], self.hidden,
+                                workspace_size=None if record.mounted else self.limits.disk_mb << 20)
+                jail, staged = bwrap_argv(spec, staged=record.uid is not None)
+                command = [*jail, "--", *command]
+                if record.uid is not None:
+                    command = [_UNSHARE, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", STAGE_SCRIPT,
+                               "sh", *staged, "--", _SETPRIV, f"--reuid={record.uid}", f"--regid={record.uid}",
+                               "--clear-groups", "--inh-caps=-all", "--", *command]
+            procs = " ".join(self.cgroups.procs_files(record.key)) if self.cgroups else ""
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8", "AF_CGROUP_PROCS": procs}
+            return self._launch(command, env, workspace, (fd,))
+        finally:
+            listener.close()
+
+    def _launch(self, command: list[str], env: dict, workspace: str, fds: tuple) -> tuple[int, int]:
+        """Start the launcher detached; (its pid, the read end of its stderr). The
+        stderr pipe is read only if the start fails and closed after, so a session has
+        no file of the server's to write into."""
+        err_read, err_write = os.pipe()
+        try:
+            # setsid --fork: the launcher's parent exits at once, so the jail is never a
+            # child (or a zombie) of a server worker.
+            launcher = subprocess.Popen(
+                [_SETSID, "--fork", "/bin/sh", "-c", _LAUNCH, "sh", *command],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err_write, env=env,
+                cwd="/" if self.confined else workspace, pass_fds=fds)
+        except BaseException:
+            os.close(err_read)
+            raise
+        finally:
+            os.close(err_write)
+        out, _ = launcher.communicate(timeout=30)
+        try:
+            return int(out.split()[0]), err_read
+        except (IndexError, ValueError):
+            detail = _read_pipe(err_read)
+            raise IsolationError(f"the session launcher did not start: {detail or 'no output'}") from None
+
+    # -- use ---------------------------------------------------------------------
+    def attach(self, session, max_reply_bytes: int) -> ConfinedSession:
+        """The live session's supervisor (from its recorded state)."""
+        record = JailRecord.from_state(session.state.get("jail"))
+        if record is None or not record.pid:
+            raise SupervisorError("the session has no sandbox (it failed to start or has ended)")
+        return ConfinedSession(record, max_reply_bytes)
+
+    # -- end ---------------------------------------------------------------------
+    def stop(self, session) -> None:
+        """End every process of the session, unmount its workspace, free its uid.
+        Safe to call more than once and for a session that never fully started."""
+        record = JailRecord.from_state(session.state.get("jail"))
+        key = record.key if record else session_key(session.session_id)
+        control = control_dir(Path(session.workspace).parent)
+        if self.cgroups is not None:
+            if not self.cgroups.kill(key):
+                log.warning("session %s: processes survived SIGKILL", session.session_id)
+            self.cgroups.remove(key)
+        elif record is not None and record.pid:
+            _kill_process_session(record.pid)
+        if record is not None and record.mounted:
+            _unmount(Path(session.workspace))
+        if record is not None and record.uid is not None:
+            release_uid(control / "uids", record.uid, session.session_id)
+        try:
+            os.unlink(control / f"{key}.sock")
+        except FileNotFoundError:
+            pass
+
+    def memory_of(self, session) -> int | None:
+        record = JailRecord.from_state(session.state.get("jail"))
+        if self.cgroups is None or record is None:
+            return None
+        try:
+            return int((self.cgroups.paths(record.key)[0] / (
+                "memory.current" if self.cgroups.version == 2 else "memory.usage_in_bytes")).read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def control_dir(workspace_root: Path) -> Path:
+    """The server-only folder for supervisor sockets, logs and uid slots: beside the
+    workspaces (shared by every server using that workspace root), or under /tmp when
+    that path is too long for a unix socket."""
+    path = Path(workspace_root) / ".control"
+    if len(str(path)) + 30 > _MAX_SOCKET_PATH:
+        digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"agentflow-control-{os.geteuid()}-{digest}"
+    try:
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise IsolationError(f"the control folder {path} is not a private folder of this user; remove it")
+    return path
+
+
+def _require_bwrap(resource: str) -> None:
+    """Refuse to build a backend that cannot confine: no bubblewrap, or user
+    namespaces that do not work here (probed once per process)."""
+    with _probe_lock:
+        if "bwrap" not in _probed:
+            _probed["bwrap"] = _probe_bwrap()
+        problem = _probed["bwrap"]
+    if problem:
+        raise IsolationUnavailable(
+            f"resource '{resource}' cannot confine its sessions: {problem}. Install bubblewrap (Debian/Ubuntu: "
+            "apt-get install bubblewrap) and allow user namespaces, or set server.isolation to \"none\" to run "
+            "session code unconfined as the server's own user")
+
+
+def _probe_bwrap() -> str | None:
+    bwrap = bwrap_path()
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    argv = [bwrap, "--unshare-all", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]
+    if os.geteuid() == 0:
+        argv = [_SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", "--", *argv]
+    try:
+        res = subprocess.run(argv, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"bwrap could not run ({err})"
+    if res.returncode != 0:
+        return f"bwrap cannot create namespaces here ({res.stderr.decode(errors='replace').strip()[:300]})"
+    return None
+
+
+# -- workspace mounts (root only) ------------------------------------------------------
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_MS_NOSUID, _MS_NODEV = 2, 4
+_MNT_DETACH = 2
+
+
+def _mount_workspace(workspace: Path, uid: int | None, size: int) -> bool:
+    """Mount a size-capped tmpfs owned by the session on its workspace (the disk quota).
+    False when this process may not mount (the jail then mounts one of its own)."""
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    options = f"size={size},mode=0700{owner}".encode()
+    if _libc.mount(b"tmpfs", str(workspace).encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
+        err = ctypes.get_errno()
+        log.debug("tmpfs on %s not mounted: %s", workspace, os.strerror(err))
+        return False
+    return True
+
+
+def _unmount(workspace: Path) -> None:
+    if _libc.umount2(str(workspace).encode(), _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
+            log.warning("unmounting %s failed: %s", workspace, os.strerror(err))
+
+
+def _kill_process_session(sid: int) -> None:
+    """Unconfined mode: every process of the supervisor's session (it called setsid)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                raw = fh.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = raw[raw.rfind(")") + 2:].split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _read_pipe(fd: int, limit: int = 2000) -> str:
+    """What a pipe holds now, without waiting for its writers."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, limit).decode("utf-8", "replace").strip()
+    except (BlockingIOError, OSError):
+        return ""

@@ -1,0 +1,339 @@
+"""The per-session supervisor: runs *inside* the session's jail, as the session.
+
+Started by :mod:`.session` with a listening unix socket as an inherited descriptor, it
+serves one framed JSON request per connection (:mod:`.channel`), each in a thread of
+its own:
+
+- ``configure`` — the environment for the session's programs, and limits;
+- ``bash`` — one shell command; ``cd`` and ``export`` persist in this process's memory;
+  output is captured through pipes and capped while it streams;
+- ``kernel_exec`` — Python in the session's IPython kernel, started on first use and
+  again after it died (the kernel is this process's child, so it is always reaped);
+- ``copy_tree`` — copy a folder (e.g. a read-only data root) into the workspace;
+- ``ping``.
+
+Nothing here is trusted by the server: this process runs as the session and the
+session's code can replace it. It exists so that file work, process handling and
+output buffering happen with the session's privileges and memory, not the server's.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from .channel import read_frame, write_frame
+
+_MAX_REQUEST = 64 << 20
+
+# Run as ``bash -c WRAPPER bash STATE_FD COMMAND``: restore the exports, run the command,
+# and on any exit write the directory and exports to the state pipe. Only builtins, so
+# a call costs one process. ``ulimit -t`` is per command; file size and the rest are
+# the supervisor's own limits, inherited.
+_WRAPPER = r"""
+ulimit -t %(cpu)d 2>/dev/null
+__af_fd=$1; __af_cmd=$2; shift 2
+if [ -n "${__AF_STATE-}" ]; then eval "$__AF_STATE" 2>/dev/null; fi; unset __AF_STATE
+__af_save() { { printf '%%s\0' "$PWD"; export -p; } >&"$__af_fd" 2>/dev/null; }
+trap __af_save EXIT
+eval "$__af_cmd"
+"""
+_UNSAVED = (b"declare -x PWD=", b"declare -x OLDPWD", b"declare -x SHLVL=", b"declare -x __AF_STATE")
+
+
+class _Capture:
+    """The first ``cap`` bytes of a stream and its total size."""
+
+    def __init__(self, cap: int):
+        self.cap, self.size, self.parts = cap, 0, []
+
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - min(self.cap, self.size)
+        if room:
+            self.parts.append(chunk[:room])
+        self.size += len(chunk)
+
+    def answer(self, name: str) -> dict:
+        text = b"".join(self.parts).decode("utf-8", "replace")
+        return {name: text, f"{name}_bytes": self.size, f"{name}_truncated": self.size > self.cap}
+
+
+class Supervisor:
+    def __init__(self, workspace: str):
+        self.workspace = workspace
+        self.env: dict[str, str] = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workspace}
+        self.cpu_seconds = 600
+        self.shell = shutil.which("bash") or "/bin/bash"
+        self.cwd = workspace
+        self.exports = b""
+        self.state_lock = threading.Lock()
+        self.kernel = None
+        self.kernel_lost: str | None = None
+        self.kernel_restarts = 0
+        self.kernel_lock = threading.Lock()
+        self.kernel_config: dict = {}
+
+    # -- dispatch ----------------------------------------------------------------
+    def handle(self, request: dict) -> dict:
+        op = request.get("op")
+        method = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if method is None:
+            return {"ok": False, "error": f"unknown operation {op!r}"}
+        return {"ok": True, **method(request)}
+
+    def op_ping(self, _req: dict) -> dict:
+        return {"pid": os.getpid(), "uid": os.getuid()}
+
+    def op_configure(self, req: dict) -> dict:
+        self.env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
+        self.env.setdefault("HOME", self.workspace)
+        self.cpu_seconds = int(req.get("cpu_seconds") or 600)
+        self.kernel_config = dict(req.get("kernel") or {})
+        fsize = int(req.get("file_size_mb") or 0) << 20
+        if fsize:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        return self.op_ping(req)
+
+    # -- bash --------------------------------------------------------------------
+    def op_bash(self, req: dict) -> dict:
+        command, timeout, cap = str(req["command"]), float(req["timeout"]), int(req["max_output"])
+        with self.state_lock:
+            cwd = self.cwd if os.path.isdir(self.cwd) else self.workspace
+            exports = self.exports
+        env = {**self.env, "__AF_STATE": exports.decode("utf-8", "surrogateescape")}
+        state_read, state_write = os.pipe()
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [self.shell, "--noprofile", "--norc", "-c", _WRAPPER % {"cpu": self.cpu_seconds}, "bash",
+                 str(state_write), command],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
+                start_new_session=True, pass_fds=(state_write,))
+        finally:
+            os.close(state_write)
+        out, err = _Capture(cap), _Capture(cap)
+        timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
+        # Like a closing terminal: whatever the command left in its process group ends
+        # with it (a fork bomb included). Daemons must detach with `setsid`.
+        _kill_group(proc)
+        _drain_into(proc.stdout, out)
+        _drain_into(proc.stderr, err)
+        proc.stdout.close()
+        proc.stderr.close()
+        self._save_state(_read_available(state_read), cwd, exports)
+        answer = {**out.answer("stdout"), **err.answer("stderr"), "exit_code": proc.returncode,
+                  "duration_ms": round((time.monotonic() - started) * 1000, 2), "timed_out": timed_out}
+        if proc.returncode is not None and proc.returncode < 0:
+            answer["signal"] = signal.Signals(-proc.returncode).name
+        return answer
+
+    def _save_state(self, raw: bytes, cwd: str, exports: bytes) -> None:
+        if b"\0" not in raw:
+            return  # killed before its exit trap ran: keep the previous state
+        new_cwd, new_exports = raw.split(b"\0", 1)
+        new_exports = b"".join(line for line in new_exports.splitlines(keepends=True)
+                               if not line.startswith(_UNSAVED))
+        with self.state_lock:
+            self.cwd = new_cwd.decode("utf-8", "surrogateescape") or self.workspace
+            self.exports = new_exports
+
+    # -- python kernel -----------------------------------------------------------
+    def op_kernel_exec(self, req: dict) -> dict:
+        from ..tools import kernel as k
+
+        timeout = float(req["timeout"])
+        with self.kernel_lock:
+            restart_reason, error = self._ensure_kernel(k)
+        if error:
+            return {"status": "start_failed", "error": error, "restart_reason": restart_reason}
+        handle = self.kernel
+        try:
+            res = k.execute(handle, str(req["code"]), timeout=timeout, setup=req.get("setup"),
+                            interrupt_grace=float(self.kernel_config.get("interrupt_grace", 2)),
+                            store_history=bool(req.get("store_history", True)),
+                            max_bytes=int(req["max_output"]))
+        except k.KernelError as err:
+            if k.is_alive(handle):
+                return {"status": "busy", "error": str(err), "restart_reason": restart_reason}
+            self._lose_kernel(k, f"the kernel stopped answering ({err})")
+            return {"status": "unreachable", "error": str(err), "restart_reason": restart_reason}
+        if res.status == "died":
+            self._lose_kernel(k, f"the kernel died during the previous call ({res.exit_info or 'exited'})")
+        elif res.status == "timeout" and res.killed:
+            self._lose_kernel(k, "the kernel was killed after a timeout (it ignored the interrupt)")
+        data = res.to_data(int(req["max_output"]), int(self.kernel_config.get("max_images", 8)))
+        return {"status": res.status, "data": data, "killed": res.killed, "exit_info": res.exit_info,
+                "error_info": res.error, "restart_reason": restart_reason, "restarts": self.kernel_restarts}
+
+    def _ensure_kernel(self, k) -> tuple[str | None, str | None]:
+        """(why the kernel was restarted or None, why it could not start or None)."""
+        if self.kernel is not None and k.is_alive(self.kernel):
+            return None, None
+        reason = None
+        if self.kernel is not None or self.kernel_lost:
+            reason = self.kernel_lost or "the previous kernel process was no longer running"
+            if self.kernel is not None:
+                k.kill_kernel(self.kernel)
+        cfg = self.kernel_config
+        try:
+            handle = k.start_kernel(Path(self.workspace), env=dict(self.env), python=cfg.get("python"),
+                                    startup_timeout=float(cfg.get("startup_timeout", 30)),
+                                    files_dir=Path(cfg["files_dir"]) if cfg.get("files_dir") else None)
+        except k.KernelError as err:
+            return reason, f"the Python kernel did not start: {err}"
+        startup = cfg.get("startup_code")
+        if startup:
+            res = k.execute(handle, startup, timeout=float(cfg.get("startup_timeout", 30)), store_history=False)
+            if res.status != "ok":
+                k.kill_kernel(handle)
+                detail = (res.error or {}).get("evalue") or res.exit_info or res.status
+                return reason, f"the kernel's startup code failed: {detail}"
+        self.kernel, self.kernel_lost = handle, None
+        if reason is not None:
+            self.kernel_restarts += 1
+        return reason, None
+
+    def _lose_kernel(self, k, why: str) -> None:
+        with self.kernel_lock:
+            if self.kernel is not None:
+                k.kill_kernel(self.kernel)
+            self.kernel, self.kernel_lost = None, why
+
+    def op_kernel_start(self, _req: dict) -> dict:
+        from ..tools import kernel as k
+
+        with self.kernel_lock:
+            _, error = self._ensure_kernel(k)
+        return {"started": error is None, "error": error}
+
+    # -- files -------------------------------------------------------------------
+    def op_copy_tree(self, req: dict) -> dict:
+        src, dst, limit = Path(req["src"]), Path(req["dst"]), int(req["limit_bytes"])
+        if dst.exists():
+            return {"copied": True, "path": str(dst)}
+        total = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+        if total > limit:
+            return {"copied": False, "reason": f"{total} bytes is over the copy limit"}
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{threading.get_ident()}")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, tmp, symlinks=True)
+        try:
+            os.rename(tmp, dst)
+        except OSError:  # another call made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"copied": True, "path": str(dst)}
+
+
+def _pump(proc: subprocess.Popen, captures: dict, timeout: float) -> bool:
+    """Read the command's pipes into ``captures`` until it exits (True) or the time
+    runs out (False)."""
+    deadline = time.monotonic() + timeout
+    pidfd = os.pidfd_open(proc.pid)
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(pidfd, selectors.EVENT_READ, None)
+        for fh, cap in captures.items():
+            sel.register(fh, selectors.EVENT_READ, cap)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for key, _ in sel.select(left):
+                if key.data is None:
+                    return True
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    sel.unregister(key.fileobj)
+    finally:
+        sel.close()
+        os.close(pidfd)
+
+
+def _drain_into(fh, capture: _Capture) -> None:
+    """What is left in a pipe, without waiting for writers a detached job may hold."""
+    os.set_blocking(fh.fileno(), False)
+    while True:
+        try:
+            chunk = os.read(fh.fileno(), 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            return
+        capture.add(chunk)
+
+
+def _read_available(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Kill the command's process group until nothing in it is left (a fork bomb keeps
+    forking while we kill)."""
+    for _ in range(200):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=0.01)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
+    try:
+        request = read_frame(conn, _MAX_REQUEST)
+        try:
+            reply = sup.handle(request)
+        except Exception as err:  # noqa: BLE001 - the server gets the reason, the supervisor lives on
+            reply = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
+        write_frame(conn, reply)
+    except Exception:  # noqa: BLE001 - a broken connection ends that call only
+        pass
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    listen_fd, workspace = int(args[0]), args[1]
+    listener = socket.socket(fileno=listen_fd)
+    listener.set_inheritable(False)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    sup = Supervisor(workspace)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_serve_one, args=(sup, conn), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
