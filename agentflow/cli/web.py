@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build_store(args: argparse.Namespace) -> int:
     from ..tools._pydocs import python_doc_pages
-    from ..tools._webstore import page_file
+    from ..tools.web.store import page_file
 
     out = Path(args.output)
     entries = []

@@ -30,6 +30,7 @@ from ._chromium import QUIET_FLAGS, find_chromium, sandbox_flags
 from ._x11 import MARKER_VAR, _forget, _same, _ticks, marker_pids
 from .base import (Backend, BackendConfigError, ParamError, SessionFailed, SessionInfo, ToolContext, ToolError,
                    ToolTimeout, resolve_path, tool)
+from .netguard import AddressRefused, FetchError, NetPolicy, UnsafeUrl, check_url, offline_resolver
 from .vm import parse_screen_size
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ class BrowserBackend(Backend):
     name = "browser"
     description = "A headless Chromium per session, driven through Playwright"
     config_keys = frozenset({"chromium", "viewport", "screen_size", "offline_pages", "allow_network",
-                             "startup_timeout", "navigation_timeout", "start_url"})
+                             "startup_timeout", "navigation_timeout", "start_url", "allow_private_urls",
+                             "allowed_networks"})
 
     def check_config(self) -> None:
         super().check_config()
@@ -61,6 +63,7 @@ class BrowserBackend(Backend):
                                               "resource 'browser': viewport")
             self.startup_timeout = float(cfg.get("startup_timeout", 20))
             self.navigation_timeout = float(cfg.get("navigation_timeout", 20))
+            self.net_policy = NetPolicy.from_config(cfg)
         except (TypeError, ValueError) as err:
             raise BackendConfigError(str(err)) from None
         self.chromium = cfg.get("chromium")
@@ -228,6 +231,25 @@ class BrowserBackend(Backend):
         real = resolve_path(path, self.context.roots, "url", base=Path(self.context.project_dir))
         return real.as_uri()
 
+    def _check_address(self, target: str, url: str) -> None:
+        """Refuse an http(s) URL whose host is, or resolves to, a non-public address
+        (the shared :mod:`.netguard` rules). Chromium resolves again when it connects, so
+        this stops the direct forms (loopback literals, ``localhost``, numeric and
+        userinfo tricks), not DNS rebinding. With the network off no DNS query is sent."""
+        if urlsplit(target).scheme.lower() not in ("http", "https") or urldefrag(target)[0] in self._pages():
+            return
+        policy = self.net_policy
+        if not self.allow_network:
+            policy = NetPolicy(policy.allow_private, policy.allowed_networks, offline_resolver)
+        try:
+            check_url(target, policy)
+        except UnsafeUrl as err:
+            raise ParamError("url", str(err)) from None
+        except AddressRefused as err:
+            raise ToolError(str(err), {"url": url, "refused": err.reason, "address": err.address}) from None
+        except FetchError:
+            pass  # unresolvable here: Chromium reports it, or the offline route refuses it
+
     # -- tools ---------------------------------------------------------------------
     @tool("goto", "Open a URL in your browser tab (http/https, or a local .html file path). Pages of the "
                   "offline web corpus open without network. Returns the final URL, title and HTTP status.",
@@ -235,6 +257,7 @@ class BrowserBackend(Backend):
           default_timeout=30, max_timeout=120)
     def goto(self, ctx: ToolContext, url: str) -> dict:
         target = self._url(url)
+        self._check_address(target, url)
 
         async def action(page):
             response = await page.goto(target, wait_until="load")

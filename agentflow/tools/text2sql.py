@@ -12,8 +12,12 @@ listed by ``list_databases`` under ``not_configured`` and refused by the other t
 A non-empty path that does not exist fails at server start. Without a ``databases``
 option the shipped databases under ``seeds/text2sql/`` are served.
 
-Every call opens its own connection with ``mode=ro`` and ``PRAGMA query_only``; an
-authorizer refuses writes, ATTACH and setting pragmas, and a progress handler stops a
+Every call opens its own connection with ``mode=ro``, ``PRAGMA query_only`` and no
+room for attached databases. An allow-list authorizer (:class:`_Authorizer`) lets a
+statement read the database's own tables and views, call the listed scalar, aggregate,
+window, date/time, JSON and math functions, run schema pragmas and recursive CTEs, and
+refuses everything else (writes, ATTACH, pragma writes, ``load_extension``,
+``fts3_tokenizer``, …) with an error naming what was refused. A progress handler stops a
 statement at the call's time limit (ToolTimeout, code 2002).
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import runpy
 import sqlite3
 import time
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .base import Backend, BackendConfigError, ParamError, ToolContext, ToolError, ToolTimeout, tool
@@ -42,20 +47,56 @@ _BUILD_SCRIPT = "seeds/text2sql/build_db.py"
 
 _WRITE_KEYWORDS = {"insert", "update", "delete", "replace", "upsert", "create", "drop", "alter", "attach",
                    "detach", "vacuum", "reindex", "analyze"}
-# Pragmas that take an argument but only read (``PRAGMA table_info(orders)``).
-_READ_PRAGMAS = {
-    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check", "database_list",
-    "collation_list", "function_list", "module_list", "pragma_list", "compile_options",
+
+# The authorizer is an allow-list: an action, function, pragma or virtual table that is
+# not named here is refused, so whatever a newer SQLite adds stays off until reviewed.
+# Functions a query needs: core scalar, aggregate, window, date/time, JSON and math.
+# Left out on purpose: load_extension, fts3_tokenizer (leaks / registers raw pointers),
+# fts5 and fts5_source_id (API pointer), optimize / matchinfo / offsets (FTS3 internals),
+# rtree* checks, sqlite_offset (file offsets), sqlite_compileoption_* / sqlite_source_id /
+# sqlite_log (build fingerprinting, log writes), changes / total_changes /
+# last_insert_rowid (meaningless read-only), subtype, and the CLI's readfile, writefile,
+# edit and fsdir (not in Python's sqlite, named so a future build cannot bring them).
+_SCALAR_FUNCTIONS = {
+    "abs", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "if", "ifnull", "iif", "instr",
+    "length", "like", "likelihood", "likely", "lower", "ltrim", "max", "min", "nullif", "octet_length", "printf",
+    "quote", "random", "randomblob", "replace", "round", "rtrim", "sign", "soundex", "sqlite_version", "substr",
+    "substring", "trim", "typeof", "unhex", "unicode", "unistr", "unistr_quote", "unlikely", "upper", "zeroblob",
 }
-_SIDE_EFFECT_PRAGMAS = {"optimize", "shrink_memory", "wal_checkpoint", "incremental_vacuum"}
-_WRITE_ACTIONS = {
-    getattr(sqlite3, n) for n in dir(sqlite3)
-    if n.startswith(("SQLITE_CREATE_", "SQLITE_DROP_")) or n in {
-        "SQLITE_INSERT", "SQLITE_UPDATE", "SQLITE_DELETE", "SQLITE_ALTER_TABLE", "SQLITE_ATTACH",
-        "SQLITE_DETACH", "SQLITE_REINDEX", "SQLITE_ANALYZE",
-    }
-}
+_AGGREGATE_FUNCTIONS = {"avg", "count", "group_concat", "string_agg", "sum", "total", "median", "percentile",
+                        "percentile_cont", "percentile_disc"}
+_WINDOW_FUNCTIONS = {"row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+                     "first_value", "last_value", "nth_value"}
+_DATE_FUNCTIONS = {"date", "time", "datetime", "julianday", "unixepoch", "strftime", "timediff", "current_date",
+                   "current_time", "current_timestamp"}
+_MATH_FUNCTIONS = {"acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh",
+                   "degrees", "exp", "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power", "radians",
+                   "sin", "sinh", "sqrt", "tan", "tanh", "trunc"}
+_JSON_FUNCTIONS = {"->", "->>", "json", "json_array", "json_array_length", "json_error_position", "json_extract",
+                   "json_group_array", "json_group_object", "json_insert", "json_object", "json_patch", "json_pretty",
+                   "json_quote", "json_remove", "json_replace", "json_set", "json_type", "json_valid"}
+_JSON_FUNCTIONS |= {"jsonb" + name[4:] for name in _JSON_FUNCTIONS if name.startswith("json")}
+# Full-text search over FTS tables a configured database may hold (read-only ranking/markup).
+_FTS_FUNCTIONS = {"match", "bm25", "highlight", "snippet"}
+_ALLOWED_FUNCTIONS = frozenset(_SCALAR_FUNCTIONS | _AGGREGATE_FUNCTIONS | _WINDOW_FUNCTIONS | _DATE_FUNCTIONS
+                               | _MATH_FUNCTIONS | _JSON_FUNCTIONS | _FTS_FUNCTIONS)
+# Pragmas a query may run, all read-only schema views (get_schema uses table_info and
+# foreign_key_list). database_list (server file paths), function_list / module_list /
+# compile_options (fingerprinting) and integrity_check (full scans) are left out.
+_READ_PRAGMAS = frozenset({"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+                           "foreign_key_list", "foreign_key_check", "collation_list"})
+# Virtual tables a query may read besides the database's own objects: the schema tables,
+# JSON table-valued functions and the pragma_* tables of the pragmas above. Not dbstat,
+# sqlite_stmt, sqlite_dbpage, fts3tokenize, …
+_READ_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema",
+                          "json_each", "json_tree", "jsonb_each", "jsonb_tree"}
+                         | {f"pragma_{name}" for name in _READ_PRAGMAS})
+_ACTION_NAMES = {getattr(sqlite3, f"SQLITE_{n}"): n.replace("_", " ") for n in (
+    "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_TABLE", "CREATE_TEMP_TRIGGER",
+    "CREATE_TEMP_VIEW", "CREATE_TRIGGER", "CREATE_VIEW", "DELETE", "DROP_INDEX", "DROP_TABLE", "DROP_TEMP_INDEX",
+    "DROP_TEMP_TABLE", "DROP_TEMP_TRIGGER", "DROP_TEMP_VIEW", "DROP_TRIGGER", "DROP_VIEW", "INSERT", "PRAGMA",
+    "READ", "SELECT", "TRANSACTION", "UPDATE", "ATTACH", "DETACH", "ALTER_TABLE", "REINDEX", "ANALYZE",
+    "CREATE_VTABLE", "DROP_VTABLE", "FUNCTION", "SAVEPOINT", "RECURSIVE") if hasattr(sqlite3, f"SQLITE_{n}")}
 _COMMENT = re.compile(r"(--[^\n]*\n?|/\*.*?\*/)", re.S)
 _PROGRESS_STEPS = 2000
 _MAX_CELL_CHARS = 2000
@@ -203,12 +244,13 @@ class Text2SQLBackend(Backend):
             raise ToolError(
                 f"the database '{db_id}' is read-only: {keyword.upper()} statements are not allowed; "
                 "only SELECT, WITH, VALUES, EXPLAIN and read-only PRAGMA queries run here",
-                {"error_type": "read_only"},
+                {"error_type": "read_only", "denied": {"kind": "action", "name": keyword.upper()}},
             )
         limit = min(max_rows or self.max_rows, self.max_rows_limit)
         budget = min(ctx.remaining, self.statement_timeout)
         started = time.monotonic()
-        with self._connect(db_id, ctx) as con:
+        connection = self._connect(db_id, ctx, query)
+        with connection as con:
             deadline = started + budget
             timed_out = []
 
@@ -223,7 +265,7 @@ class Text2SQLBackend(Backend):
                 cur = con.execute(query)
                 rows, cut_for_size = _fetch(cur, limit + 1, ctx.max_output_bytes)
             except sqlite3.Error as err:
-                self._raise_sql_error(con, db_id, err, timed_out, budget)
+                self._raise_sql_error(con, db_id, err, timed_out, budget, connection.authorizer.denied)
             columns = [d[0] for d in cur.description or []]
         truncated = len(rows) > limit
         rows = rows[:limit]
@@ -239,7 +281,7 @@ class Text2SQLBackend(Backend):
         return result
 
     # -- helpers -----------------------------------------------------------------
-    def _connect(self, db_id: str, ctx: ToolContext) -> sqlite3.Connection:
+    def _connect(self, db_id: str, ctx: ToolContext, query: str = "") -> _Closing:
         if not isinstance(db_id, str) or db_id not in self.databases:
             known = ", ".join(sorted(self.databases)) or "none"
             extra = f" ('{db_id}' is in the config but has no path)" if db_id in self.not_configured else ""
@@ -250,13 +292,18 @@ class Text2SQLBackend(Backend):
             con = sqlite3.connect(uri, uri=True, timeout=max(0.1, min(5.0, ctx.remaining)),
                                   check_same_thread=False, isolation_level=None)
             con.execute("PRAGMA query_only = ON")
+            tables = frozenset(r[0].lower() for r in con.execute("SELECT name FROM sqlite_master"))
+            _warm_virtual_tables(con, query)
         except sqlite3.Error as err:
             raise ToolError(f"cannot open database '{db_id}': {err}") from None
-        con.set_authorizer(_authorize)
+        authorizer = _Authorizer(tables)
+        con.set_authorizer(authorizer)
+        # Defence in depth behind the authorizer: no database can be attached at all.
+        con.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         # No string, blob or row the query builds may be larger than this: a "read-only"
         # query such as SELECT zeroblob(1e9) must not take the server's memory.
         con.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
-        return _Closing(con)
+        return _Closing(con, authorizer)
 
     def _describe(self, con: sqlite3.Connection, name: str, kind: str, ddl: str) -> dict:
         q = _quote_ident(name)
@@ -271,12 +318,16 @@ class Text2SQLBackend(Backend):
             info["sample_rows"] = [[_cell(v) for v in row] for row in cur.fetchall()]
         return info
 
-    def _raise_sql_error(self, con, db_id: str, err: sqlite3.Error, timed_out: list, budget: float):
+    def _raise_sql_error(self, con, db_id: str, err: sqlite3.Error, timed_out: list, budget: float,
+                         denied: Denied | None = None):
         message = str(err)
         if timed_out:
             raise ToolTimeout(f"the query ran longer than its time limit of {budget:.3g} s and was stopped",
                               {"timeout": budget}) from None
-        if isinstance(err, sqlite3.DatabaseError) and ("not authorized" in message or "readonly" in message):
+        if denied is not None:  # one statement per connection: the refusal is why it failed
+            _raise_denied(db_id, denied)
+        if isinstance(err, sqlite3.DatabaseError) and any(
+                text in message for text in ("not authorized", "readonly", "too many attached")):
             raise ToolError(f"the database '{db_id}' is read-only; the statement tries to change it "
                             f"or attach another database ({message})", {"error_type": "read_only"}) from None
         data: dict = {"error_type": "sql_error", "sqlite_error": message}
@@ -289,11 +340,41 @@ class Text2SQLBackend(Backend):
         raise ToolError(f"SQL error: {message}", data) from None
 
 
+def _warm_virtual_tables(con: sqlite3.Connection, query: str) -> None:
+    """Use each allowed virtual table the query names once, before the authorizer is set.
+
+    SQLite's first use of an eponymous virtual table on a connection asks the authorizer
+    for an UPDATE of sqlite_master (schema bookkeeping, nothing is written); done here,
+    the authorizer never has to allow an UPDATE. A table name cannot be computed in SQL,
+    so a name absent from the text is not used by the query."""
+    text = query.lower()
+    for name in _READ_TABLES:
+        if name in text and not name.startswith("sqlite_"):
+            args = "('orders')" if name.startswith("pragma_") and name != "pragma_collation_list" else ""
+            try:
+                con.execute(f"SELECT 1 FROM {name}{args} WHERE 0").fetchall()
+            except sqlite3.Error:
+                pass  # e.g. a build without that table: the query's own error says so
+
+
+def _raise_denied(db_id: str, denied: Denied) -> None:
+    data = {"error_type": "read_only" if denied.read_only else "not_allowed",
+            "denied": {"kind": denied.kind, "name": denied.name}}
+    if denied.read_only:
+        raise ToolError(f"the database '{db_id}' is read-only: {denied.describe()} is not allowed; only SELECT, "
+                        "WITH, VALUES, EXPLAIN and schema PRAGMAs (table_info, foreign_key_list, …) run here",
+                        data) from None
+    raise ToolError(f"{denied.describe()} is not allowed in text2sql queries (allowed: core scalar, aggregate, "
+                    "window, date/time, JSON and math functions, and reads of the database's tables and views)",
+                    data) from None
+
+
 class _Closing:
     """Context manager that closes the connection (sqlite3's own only ends transactions)."""
 
-    def __init__(self, con: sqlite3.Connection):
+    def __init__(self, con: sqlite3.Connection, authorizer: _Authorizer):
         self.con = con
+        self.authorizer = authorizer
 
     def __enter__(self) -> sqlite3.Connection:
         return self.con
@@ -302,14 +383,60 @@ class _Closing:
         self.con.close()
 
 
-def _authorize(action, arg1, arg2, db_name, trigger):
-    if action in _WRITE_ACTIONS:
+class Denied(NamedTuple):
+    """What the authorizer refused: ``kind`` is function, pragma, table or action."""
+
+    kind: str
+    name: str
+
+    @property
+    def read_only(self) -> bool:
+        """A write-like refusal (reported as "read-only"), not a refused read or function."""
+        return self.kind in ("pragma", "action")
+
+    def describe(self) -> str:
+        if self.kind == "table":
+            return f"reading {self.name}" if " " in self.name else f"reading the virtual table {self.name}"
+        return {"function": f"the function {self.name}()", "pragma": f"PRAGMA {self.name}"}.get(self.kind, self.name)
+
+
+class _Authorizer:
+    """sqlite3 authorizer callback allowing only reads of the database's own objects,
+    the listed functions, pragmas and virtual tables, and recursive CTEs. The last
+    refusal is kept so the error can name it."""
+
+    def __init__(self, tables: frozenset[str]):
+        self.tables = tables
+        self.denied: Denied | None = None
+
+    def __call__(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None,
+                 trigger: str | None) -> int:
+        denied = self._check(action, arg1, arg2, db_name)
+        if denied is None:
+            return sqlite3.SQLITE_OK
+        self.denied = denied
         return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_PRAGMA:
-        name = (arg1 or "").lower()
-        if name in _SIDE_EFFECT_PRAGMAS or (arg2 is not None and name not in _READ_PRAGMAS):
-            return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
+
+    def _check(self, action: int, arg1: str | None, arg2: str | None, db_name: str | None) -> Denied | None:
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return None
+        if action == sqlite3.SQLITE_READ:
+            table = (arg1 or "").lower()
+            # db_name None: a column of a CTE or subquery, not a stored table.
+            if db_name is None or table in self.tables or table in _READ_TABLES:
+                return None
+            return Denied("table", arg1 or "")
+        if action == sqlite3.SQLITE_UPDATE and (arg1 or "").lower() == "sqlite_master":
+            # SQLite checks this when a virtual table is first used on a connection; the
+            # allowed ones are warmed up before the authorizer is set (_warm_virtual_tables).
+            return Denied("table", "a virtual table not in the allowed list")
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            return None if name in _ALLOWED_FUNCTIONS else Denied("function", arg2 or "")
+        if action == sqlite3.SQLITE_PRAGMA:
+            name = (arg1 or "").lower()
+            return None if name in _READ_PRAGMAS else Denied("pragma", f"{arg1} = {arg2}" if arg2 else str(arg1))
+        return Denied("action", _ACTION_NAMES.get(action, f"authorizer action {action}"))
 
 
 def _quote_ident(name: str) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from agentflow.db import make_engine, make_session_factory, upgrade
 from agentflow.db.web_cache import WebCacheEntry
 from agentflow.tools._html import html_to_text
-from agentflow.tools._webstore import PageStore, normalize_url
+from agentflow.tools.web.store import PageStore, normalize_url
 from agentflow.tools.base import BackendConfigError, BackendContext, ParamError, ToolContext, ToolError
 from agentflow.tools.web import WebBackend
 
@@ -195,7 +195,7 @@ def test_direct_fetch(make, fake, calls):
     assert page["text"] == "# Fake heading\n\nThe answer is 42."
     with pytest.raises(ToolError, match="not text"):
         backend.visit(ctx(), urls=f"{fake}/image.png")
-    with pytest.raises(ToolError, match="private address"):
+    with pytest.raises(ToolError, match="refusing to connect to 127.0.0.1: a loopback address"):
         make(cache_mode="off").visit(ctx(), urls=f"{fake}/page.html")
 
 

@@ -4,7 +4,7 @@ A store is a folder with ``manifest.jsonl`` (one ``{url, title, file}`` per page
 relative to the folder) and the HTML files. Pages keep their real canonical URL; the
 shipped store (``seeds/web``) holds Python module documentation under
 ``https://docs.python.org/3/library/…``. At warmup the pages' clean text is indexed with
-FTS5 (see :mod:`._fts`) for ``web:search``; ``web:visit`` looks URLs up here first.
+FTS5 (see :mod:`agentflow.tools._fts`) for ``web:search``; ``web:visit`` looks URLs up here first.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from ._html import html_to_text
+from .._html import html_to_text
 
 __all__ = ["PageStore", "normalize_url", "page_file"]
 
@@ -37,6 +37,8 @@ def normalize_url(url: str) -> str:
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
     host = parts.hostname.lower()
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     if parts.port and parts.port != _DEFAULT_PORTS[scheme]:
         host = f"{host}:{parts.port}"
     if parts.username:

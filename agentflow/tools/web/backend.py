@@ -11,7 +11,10 @@ Search providers (``search_provider``):
 
 Page reading (``visit_method``): ``local`` (default: the store, else a direct HTTP fetch
 when ``allow_network`` is on), ``direct`` (always fetch) or ``jina`` (Jina Reader, needs
-``jina_api_key``). Fetches refuse private addresses unless ``allow_private_urls``.
+``jina_api_key``). Direct fetches go through :mod:`agentflow.tools.netguard`: each hop
+is resolved once, checked and connected to the checked address; loopback, private,
+link-local and other non-public addresses are refused unless listed in
+``allowed_networks`` (CIDRs) or ``allow_private_urls`` is true.
 
 Every answer is stored in the ``web_cache`` table keyed by provider and normalised
 request. ``cache_mode``: ``read_write`` (default) serves and stores, ``read_only`` serves
@@ -33,11 +36,12 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._fts import FtsIndex, IndexInterrupted, build_index, file_fingerprint, match_query
-from ._webproviders import ProviderError, fetch_page, jina_read, jina_search, serper_search, summarize
-from ._webstore import PageStore, normalize_url
-from .base import Backend, BackendConfigError, BackendNotReady, ParamError, ToolContext, ToolError, ToolTimeout, tool
-from .rag import shipped_path
+from .._fts import FtsIndex, IndexInterrupted, build_index, file_fingerprint, match_query
+from .providers import ProviderError, fetch_page, jina_read, jina_search, serper_search, summarize
+from .store import PageStore, normalize_url
+from ..netguard import NetPolicy, UnsafeUrl, parse_url, reject_unsafe_chars
+from ..base import Backend, BackendConfigError, BackendNotReady, ParamError, ToolContext, ToolError, ToolTimeout, tool
+from ..rag import shipped_path
 
 __all__ = ["WebBackend"]
 
@@ -84,7 +88,8 @@ class WebBackend(Backend):
     config_keys = frozenset({
         "search_provider", "provider", "visit_method", "serper_api_key", "jina_api_key", "serper_url",
         "jina_url", "jina_search_url", "store_dir", "cache_mode", "cache_ttl", "content_limit", "max_results",
-        "fetch_timeout", "max_fetch_bytes", "allow_network", "allow_private_urls", "enable_llm_summary",
+        "fetch_timeout", "max_fetch_bytes", "allow_network", "allow_private_urls", "allowed_networks",
+        "enable_llm_summary",
         "summary_model", "openai_api_key", "openai_api_url",
     })
 
@@ -127,6 +132,10 @@ class WebBackend(Backend):
         self.cache_ttl = float(number("cache_ttl"))
         self.allow_network = bool(cfg.get("allow_network", True))
         self.allow_private = bool(cfg.get("allow_private_urls", False))
+        try:
+            self.policy = NetPolicy.from_config(cfg)
+        except ValueError as err:
+            fail(str(err))
         self.summary_model = str(cfg.get("summary_model") or "")
         self.summary_key = str(cfg.get("openai_api_key") or "")
         self.summary_url = str(cfg.get("openai_api_url") or "") or None
@@ -181,7 +190,7 @@ class WebBackend(Backend):
         """
         key = _key(provider, kind, request)
         if self.cache_mode != "off":
-            from ..db.web_cache import get_entry
+            from ...db.web_cache import get_entry
 
             try:
                 with self.context.session_factory() as session:
@@ -197,7 +206,7 @@ class WebBackend(Backend):
             )
         response = produce()
         if self.cache_mode == "read_write":
-            from ..db.web_cache import put_entry
+            from ...db.web_cache import put_entry
 
             try:
                 with self.context.session_factory() as session:
@@ -277,12 +286,21 @@ class WebBackend(Backend):
         return {"provider": self.search_provider, "searches": searches}
 
     # -- visit -----------------------------------------------------------------------
+    @staticmethod
+    def _checked_url(url: str, param: str) -> str:
+        """The normalised URL, refused (ParamError) when malformed or ambiguous: a
+        backslash, control character, userinfo or numeric IPv4 form never reaches a fetch."""
+        try:
+            reject_unsafe_chars(url.strip())
+            normalized = normalize_url(url)
+            parse_url(normalized)
+        except (ValueError, UnsafeUrl) as err:
+            raise ParamError(param, str(err)) from None
+        return normalized
+
     def _read(self, ctx: ToolContext, url: str, param: str) -> dict:
         """Page text of one URL: ``{url, title, text, chars, source, cached}``."""
-        try:
-            normalized = normalize_url(url)
-        except ValueError as err:
-            raise ParamError(param, str(err)) from None
+        normalized = self._checked_url(url, param)
         if self.visit_method == "local":
             page = self._store().lookup(normalized)
             if page is not None:
@@ -302,7 +320,7 @@ class WebBackend(Backend):
                     page = jina_read(normalized, api_key=self.jina_key, base_url=self.urls["jina_url"], timeout=timeout)
                 else:
                     page = fetch_page(normalized, timeout=timeout, max_bytes=self.max_fetch_bytes,
-                                      allow_private=self.allow_private)
+                                      policy=self.policy)
             except ProviderError as err:
                 raise ToolError(str(err), {"url": url, "status": err.status}) from err
             text = page["text"]
@@ -341,10 +359,7 @@ class WebBackend(Backend):
         items = [urls] if isinstance(urls, str) else list(urls)
         params = ["urls"] if isinstance(urls, str) else [f"urls[{i}]" for i in range(len(items))]
         for url, param in zip(items, params):
-            try:
-                normalize_url(url)
-            except ValueError as err:
-                raise ParamError(param, str(err)) from None
+            self._checked_url(url, param)
         pages, failures = [], 0
         for url, param in zip(items, params):
             try:

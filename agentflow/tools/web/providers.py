@@ -6,13 +6,10 @@ sees ``requests`` or ``openai`` exceptions.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
-from urllib.parse import urljoin, urlsplit
-
 import requests
 
-from ._html import html_to_text
+from .._html import html_to_text
+from ..netguard import AddressRefused, FetchError, GuardedResponse, NetPolicy, UnsafeUrl, charset_of, guarded_get
 
 __all__ = ["ProviderError", "fetch_page", "jina_read", "jina_search", "serper_search", "summarize"]
 
@@ -105,56 +102,54 @@ def jina_read(url: str, *, api_key: str, base_url: str, timeout: float) -> dict:
     return {"url": url, "title": "", "text": resp.text}
 
 
-def _check_public(url: str) -> None:
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as err:
-        raise ProviderError(f"cannot resolve host {host!r} ({err.strerror}); is the network available?") from err
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not addr.is_global:
-            raise ProviderError(f"refusing to fetch {url}: {host} is a private address "
-                                "(set allow_private_urls to allow it)")
+def _status_error(answer: GuardedResponse) -> ProviderError:
+    body = b""
+    for chunk in answer.iter_content(300):
+        body = chunk
+        break
+    text = body.decode("utf-8", "replace").strip()
+    return ProviderError(f"fetch {answer.url}: HTTP {answer.status}: {text}", answer.status)
 
 
-def fetch_page(url: str, *, timeout: float, max_bytes: int, allow_private: bool) -> dict:
+def _read_body(answer: GuardedResponse, max_bytes: int) -> bytes:
+    parts, size = [], 0
+    for chunk in answer.iter_content(65536):
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= max_bytes:
+            break
+    return b"".join(parts)[:max_bytes]
+
+
+def fetch_page(url: str, *, timeout: float, max_bytes: int, policy: NetPolicy,
+               ca_certs: str | None = None) -> dict:
     """Fetch an http(s) URL and return ``{url, title, text, content_type}``.
 
-    Redirects are followed by hand (at most 5) so each hop passes the address check.
+    Every hop (at most 5 redirects, followed by hand) is parsed once, resolved once,
+    checked against ``policy`` and connected to the checked address (see
+    :mod:`agentflow.tools.netguard`); a refusal raises :class:`ProviderError` before any
+    connection to the refused address.
     """
-    current = url
-    for _ in range(_MAX_REDIRECTS + 1):
-        if not allow_private:
-            _check_public(current)
-        try:
-            resp = requests.get(current, headers={"User-Agent": USER_AGENT, "Accept": "text/html,text/plain,*/*"},
-                                timeout=timeout, allow_redirects=False, stream=True)
-        except requests.RequestException as err:
-            raise ProviderError(f"cannot fetch {current}: {err.__class__.__name__}: {err}") from err
-        if resp.is_redirect and resp.headers.get("Location"):
-            current = urljoin(current, resp.headers["Location"])
-            resp.close()
-            continue
-        break
-    else:
-        raise ProviderError(f"cannot fetch {url}: more than {_MAX_REDIRECTS} redirects")
-    with resp:
-        _check_status(resp, f"fetch {current}")
-        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    headers = {"User-Agent": USER_AGENT, "Accept": "text/html,text/plain,*/*", "Accept-Encoding": "gzip, deflate"}
+    try:
+        answer = guarded_get(url, policy, headers=headers, timeout=timeout, max_redirects=_MAX_REDIRECTS,
+                             ca_certs=ca_certs)
+    except (UnsafeUrl, AddressRefused, FetchError) as err:
+        raise ProviderError(str(err)) from err
+    with answer:
+        current = answer.url
+        if answer.status >= 400:
+            raise _status_error(answer)
+        raw_type = answer.headers.get("Content-Type", "")
+        ctype = raw_type.split(";")[0].strip().lower()
         if ctype and not (ctype.startswith("text/") or ctype in ("application/xhtml+xml", "application/json",
                                                                   "application/xml")):
             raise ProviderError(f"cannot read {current}: content type {ctype} is not text")
-        body = b""
         try:
-            for chunk in resp.iter_content(65536):
-                body += chunk
-                if len(body) >= max_bytes:
-                    break
-        except requests.RequestException as err:
-            raise ProviderError(f"cannot fetch {current}: {err}") from err
-        declared = "charset=" in resp.headers.get("Content-Type", "").lower()
-        text = body[:max_bytes].decode(resp.encoding if declared and resp.encoding else "utf-8", errors="replace")
+            body = _read_body(answer, max_bytes)
+        except FetchError as err:
+            raise ProviderError(str(err)) from err
+        text = body.decode(charset_of(raw_type) or "utf-8", errors="replace")
     if ctype in ("", "text/html", "application/xhtml+xml") and "<" in text[:2000]:
         page = html_to_text(text)
         return {"url": current, "title": page.title, "text": page.text, "content_type": ctype or "text/html"}
