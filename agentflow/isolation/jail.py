@@ -122,6 +122,8 @@ def bwrap_argv(spec: JailSpec, staged: bool = False) -> tuple[list[str], list[st
     if spec.share_net:
         args.append("--share-net")
     args += system_paths()
+    # The private folders first: a data root or workspace under /tmp is bound on top.
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/run"]
     ro: list[Path] = []
     for path in spec.read_only:
         real = Path(os.path.realpath(path))
@@ -133,7 +135,6 @@ def bwrap_argv(spec: JailSpec, staged: bool = False) -> tuple[list[str], list[st
         real = Path(os.path.realpath(path))
         if _covered(real, visible):
             args += ["--tmpfs", str(real)] if real.is_dir() else ["--ro-bind", "/dev/null", str(real)]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/run"]
     workspace = str(spec.workspace)
     if spec.workspace_size:
         args += ["--size", str(spec.workspace_size), "--perms", "0700", "--tmpfs", workspace]

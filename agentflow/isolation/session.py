@@ -108,10 +108,6 @@ class Confinement:
         if mode is IsolationMode.BWRAP:
             _require_bwrap(resource)
             self.cgroups = detect_cgroups(cgroup_parent)
-            if limits.network == "full":
-                raise IsolationUnavailable(
-                    f"resource '{resource}': network 'full' is not available in this version (it needs a "
-                    "user-mode network stack that keeps the host's loopback out of reach); use 'none'")
 
     @property
     def confined(self) -> bool:
@@ -174,7 +170,8 @@ class Confinement:
             command = [sys.executable, "-I", "-c", _SUPERVISOR, str(fd), workspace]
             if self.confined:
                 spec = JailSpec(Path(workspace), [*python_paths(), *self.read_only], self.hidden,
-                                workspace_size=None if record.mounted else self.limits.disk_mb << 20)
+                                workspace_size=None if record.mounted else self.limits.disk_mb << 20,
+                                share_net=self.limits.network == "full")
                 jail, staged = bwrap_argv(spec, staged=record.uid is not None)
                 command = [*jail, "--", *command]
                 if record.uid is not None:

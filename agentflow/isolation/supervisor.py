@@ -10,6 +10,8 @@ its own:
 - ``kernel_exec`` — Python in the session's IPython kernel, started on first use and
   again after it died (the kernel is this process's child, so it is always reaped);
 - ``copy_tree`` — copy a folder (e.g. a read-only data root) into the workspace;
+- ``exec`` / ``spawn`` / ``alive`` / ``kill`` — run a program to completion, or start a
+  long-lived one (a display, a browser) and look after it;
 - ``ping``.
 
 Nothing here is trusted by the server: this process runs as the session and the
@@ -81,6 +83,7 @@ class Supervisor:
         self.kernel_restarts = 0
         self.kernel_lock = threading.Lock()
         self.kernel_config: dict = {}
+        self.children: dict[int, subprocess.Popen] = {}
 
     # -- dispatch ----------------------------------------------------------------
     def handle(self, request: dict) -> dict:
@@ -146,6 +149,69 @@ class Supervisor:
         with self.state_lock:
             self.cwd = new_cwd.decode("utf-8", "surrogateescape") or self.workspace
             self.exports = new_exports
+
+    # -- programs ----------------------------------------------------------------
+    def op_exec(self, req: dict) -> dict:
+        """Run ``argv`` to completion (stdin from ``input``, output capped), like bash
+        but without a shell or saved state: for tools that drive programs (xdotool…)."""
+        argv = [str(a) for a in req["argv"]]
+        timeout, cap = float(req["timeout"]), int(req.get("max_output", 65536))
+        env = {**self.env, **{str(k): str(v) for k, v in (req.get("env") or {}).items()}}
+        data = str(req.get("input") or "").encode("utf-8", "surrogateescape")
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE if data else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=req.get("cwd") or self.workspace,
+                                    env=env, start_new_session=True)
+        except OSError as err:
+            return {"started": False, "error": f"{type(err).__name__}: {err}"}
+        if data:
+            try:
+                proc.stdin.write(data)
+            except BrokenPipeError:
+                pass
+            proc.stdin.close()
+        out, err = _Capture(cap), _Capture(cap)
+        timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
+        _kill_group(proc)
+        _drain_into(proc.stdout, out)
+        _drain_into(proc.stderr, err)
+        proc.stdout.close()
+        proc.stderr.close()
+        return {"started": True, **out.answer("stdout"), **err.answer("stderr"), "exit_code": proc.returncode,
+                "timed_out": timed_out}
+
+    def op_spawn(self, req: dict) -> dict:
+        """Start a long-lived program (a display server, a browser) in the jail; it is
+        this process's child, so it is reaped, and it ends with the session."""
+        argv = [str(a) for a in req["argv"]]
+        env = {**self.env, **{str(k): str(v) for k, v in (req.get("env") or {}).items()}}
+        log = req.get("log")
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=req.get("cwd") or self.workspace, env=env, start_new_session=True)
+        except OSError as err:
+            return {"started": False, "error": f"{type(err).__name__}: {err}"}
+        finally:
+            if log:
+                out.close()
+        self.children[proc.pid] = proc
+        return {"started": True, "pid": proc.pid}
+
+    def op_alive(self, req: dict) -> dict:
+        proc = self.children.get(int(req["pid"]))
+        return {"alive": proc is not None and proc.poll() is None,
+                "returncode": None if proc is None else proc.returncode}
+
+    def op_kill(self, req: dict) -> dict:
+        proc = self.children.pop(int(req["pid"]), None)
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+        return {"killed": proc is not None}
 
     # -- python kernel -----------------------------------------------------------
     def op_kernel_exec(self, req: dict) -> dict:
