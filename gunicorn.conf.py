@@ -4,7 +4,8 @@ The same defaults serve ``agentflow serve``; see agentflow/server/gunicorn_app.p
 """
 import os
 
-from agentflow.server.gunicorn_app import DEFAULT_THREADS, DEFAULT_WORKERS, end_sessions_on_exit, post_fork  # noqa: F401
+from agentflow.server.gunicorn_app import (DEFAULT_THREADS, DEFAULT_WORKERS, become_subreaper,  # noqa: F401
+                                          end_sessions_on_exit, post_fork)
 
 bind = os.environ.get("AGENTFLOW_BIND", "127.0.0.1:18890")
 workers = int(os.environ.get("AGENTFLOW_WORKERS", DEFAULT_WORKERS))
@@ -18,6 +19,7 @@ control_socket_disable = True
 
 def on_starting(server):
     """Migrate once in the master, before any worker opens the database."""
+    become_subreaper(server)
     from agentflow.config import load_server_config
     from agentflow.db import upgrade
 

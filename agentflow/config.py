@@ -150,7 +150,8 @@ RESOURCE_ALIASES = {"websearch": "web", "search": "web", "python": "code", "sql"
 _SERVER_KEYS = {
     "host", "port", "url", "session_ttl", "auth_token", "database_url", "data_dir",
     "max_request_bytes", "max_output_bytes", "max_call_timeout", "cleanup_interval",
-    "roots", "workers", "threads", "log_level", "workspace_dir",
+    "roots", "workers", "threads", "log_level", "workspace_dir", "allowed_hosts", "allowed_origins",
+    "isolation", "cgroup_parent",
 }
 _TOP_KEYS = {"server", "resources", "apis", "warmup", "$schema"}
 
@@ -175,6 +176,15 @@ class ServerConfig:
     workers: int | None = None
     threads: int | None = None
     log_level: str = "info"
+    isolation: str = "bwrap"
+    """``bwrap``: every session confined (see agentflow.isolation); ``none``: unconfined."""
+    cgroup_parent: str = "agentflow"
+    """The cgroup folder (under each controller) that session cgroups go in."""
+    allowed_hosts: list[str] | None = None
+    """``Host`` names the server answers to (``*``: any); None: the bound host, loopback
+    names and addresses, and this node's own name (see agentflow.server.guard)."""
+    allowed_origins: list[str] = dataclasses.field(default_factory=list)
+    """Browser origins (``scheme://host[:port]``, ``*``: any) allowed besides the server's own."""
     resources: dict[str, dict] | None = None
     """{name: backend config}; None means every backend that needs no external service."""
     warmup_enabled: bool = False
@@ -220,6 +230,10 @@ def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, 
         cfg.data_dir = Path(env["AGENTFLOW_HOME"])
     if env.get("AGENTFLOW_DATABASE_URL"):
         cfg.database_url = env["AGENTFLOW_DATABASE_URL"]
+    if env.get("AGENTFLOW_ISOLATION"):
+        cfg.isolation = env["AGENTFLOW_ISOLATION"]
+    if cfg.isolation not in ("bwrap", "none"):
+        raise ConfigError(f"server.isolation must be \"bwrap\" or \"none\", got {cfg.isolation!r}")
     if env.get("AGENTFLOW_API_TOKEN"):
         cfg.auth_token = env["AGENTFLOW_API_TOKEN"]
     cfg.data_dir = cfg.data_dir.resolve()
@@ -249,6 +263,10 @@ def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
             if not isinstance(value, list):
                 raise ConfigError(f"{path}: server.roots must be a list of directories")
             value = [Path(v) for v in value]
+        elif key in ("allowed_hosts", "allowed_origins"):
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ConfigError(f"{path}: server.{key} must be a list of non-empty strings, got {value!r}")
+            value = [v.strip().lower().rstrip("/") for v in value]
         setattr(cfg, key, value)
 
 

@@ -4,10 +4,8 @@ One :class:`Runtime` per server process, built after the fork.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from sqlalchemy import select
 
 from ..config import REPO_DIR, ServerConfig
 from ..db import make_engine, make_session_factory, upgrade, utcnow
+from ..db.engine import PRIVATE_FILE_MODE, tighten_mode
 from ..db.models import WarmupState
 from ..tools.base import BackendContext
 from .errors import ApiError, BackendUnavailable, ParameterError
@@ -47,27 +46,29 @@ def default_roots(config: ServerConfig) -> list[Path]:
 
 
 def workspace_root(config: ServerConfig) -> Path:
-    """The folder for session workspaces.
+    """The folder for session workspaces (``workspace_dir``, default ``<data_dir>/workspaces``).
 
-    Commands of a root server run under per-session uids, which must be able to reach
-    their workspace by its absolute path. When a parent of the default folder is closed
-    to other users (e.g. a data dir under /root), workspaces go under /tmp instead.
+    It is private to the server: a confined session is handed its own workspace by
+    descriptor and never sees the folder around it.
     """
-    root = (config.workspace_dir or config.data_dir / "workspaces").resolve()
-    if os.geteuid() != 0 or config.workspace_dir is not None:
-        return root
-    if all(os.stat(p).st_mode & 0o001 for p in root.parents if p.exists()):
-        return root
-    digest = hashlib.sha256(str(config.data_dir).encode()).hexdigest()[:12]
-    fallback = Path(tempfile.gettempdir()) / f"agentflow-workspaces-{digest}"
-    log.info("workspaces go to %s: a parent of %s is closed to session users", fallback, root)
-    return fallback
+    return (config.workspace_dir or config.data_dir / "workspaces").resolve()
+
+
+DATA_DIR_MODE = 0o700
+"""The data dir holds the database, logs, caches and indexes: the server's alone."""
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create the data dir 0700, or tighten it (and the logs at its top) if looser."""
+    data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+    tighten_mode(data_dir, DATA_DIR_MODE)
+    for log_file in data_dir.glob("*.log"):
+        tighten_mode(log_file, PRIVATE_FILE_MODE)
 
 
 def _prepare_workspace_root(root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        os.chmod(root, 0o711)  # session users may enter their own folder, not list others
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
 
 
 class Runtime:
@@ -76,7 +77,7 @@ class Runtime:
 
     def __init__(self, config: ServerConfig, migrate: bool = True):
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(config.data_dir)
         url = config.effective_database_url
         if migrate:
             upgrade(url, lock_dir=config.data_dir)
@@ -84,11 +85,14 @@ class Runtime:
         self.read = make_session_factory(self._engines[0])
         self.write = make_session_factory(self._engines[1])
         self.writer = GroupCommitter(self.write)
-        context = BackendContext(data_dir=config.data_dir, roots=default_roots(config),
-                                 session_factory=self.write, project_dir=config.project_dir)
-        self.registry = ToolRegistry(config, context)
         workspaces = workspace_root(config)
         _prepare_workspace_root(workspaces)
+        hidden = [config.data_dir, workspaces, *([config.source] if config.source else [])]
+        context = BackendContext(data_dir=config.data_dir, roots=default_roots(config),
+                                 session_factory=self.write, project_dir=config.project_dir,
+                                 isolation=config.isolation, hidden_paths=hidden,
+                                 cgroup_parent=config.cgroup_parent)
+        self.registry = ToolRegistry(config, context)
         self.sessions = SessionManager(self.read, self.writer, self.registry, workspaces, config.session_ttl)
         self.executor = Executor(self.registry, self.sessions, self.writer,
                                  config.max_output_bytes, config.max_call_timeout)
@@ -156,13 +160,26 @@ class Runtime:
         return run
 
     def _clean_loop(self) -> None:
-        while not self._stop.wait(self.config.cleanup_interval):
-            try:
-                ended = self.sessions.cleanup_expired()
-                if ended:
-                    log.info("cleaned %d expired session(s)", ended)
-            except Exception:  # noqa: BLE001 - try again next round
-                log.exception("session cleanup failed")
+        # the first round runs at once: after a crash (kill -9 of the whole server)
+        # the leftovers of dead processes are ended as soon as the server is back
+        while True:
+            self._clean_once()
+            if self._stop.wait(self.config.cleanup_interval):
+                return
+
+    def _clean_once(self) -> None:
+        try:
+            ended = self.sessions.cleanup_expired()
+            if ended:
+                log.info("cleaned %d expired or abandoned session(s)", ended)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("session cleanup failed")
+        try:
+            reaped = self.requests.reap_abandoned()
+            if reaped:
+                log.info("ended %d request claim(s) of dead server processes", reaped)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("request cleanup failed")
 
     def close(self) -> None:
         self._stop.set()

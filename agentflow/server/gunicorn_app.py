@@ -14,6 +14,20 @@ DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 32
 
 
+def become_subreaper(server=None) -> None:
+    """Session jails are started detached (their launcher's parent exits at once), so
+    they are orphans: make the master their reaper, so they never linger as zombies
+    when the machine's pid 1 does not reap (a container's often does not). gunicorn's
+    master reaps unknown children in its SIGCHLD handler."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def post_fork(server, worker) -> None:
     # /shutdown signals the master; workers learn its pid here.
     os.environ["AGENTFLOW_MASTER_PID"] = str(server.pid)
@@ -53,11 +67,18 @@ def base_settings(host: str, port: int, workers: int | None, threads: int | None
         "keepalive": 75,
         "control_socket_disable": True,  # a fixed path that several servers would fight over
         "post_fork": post_fork,
+        "on_starting": become_subreaper,
         "on_exit": lambda server: end_sessions_on_exit(config_path),
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
     }
+
+
+def bind_host(bind: str) -> str:
+    """The host part of a gunicorn ``bind`` (``host:port``, ``[v6]:port``)."""
+    host = bind.rsplit(":", 1)[0] if bind.count(":") == 1 or bind.startswith("[") else bind
+    return host.strip("[]")
 
 
 class AgentFlowApplication(BaseApplication):
@@ -76,4 +97,7 @@ class AgentFlowApplication(BaseApplication):
         from .app import create_app
         from ..config import load_server_config
 
-        return create_app(load_server_config(self._config_path), migrate=False)
+        config = load_server_config(self._config_path)
+        # --host may differ from server.host; the Host check must know the bound one
+        config.host = bind_host(self._settings["bind"])
+        return create_app(config, migrate=False)

@@ -25,6 +25,10 @@ def hostile_root(tmp_path_factory):
     os.symlink(outside / "secret.csv", root / "data" / "leak.csv")
     os.symlink(outside / "secret.md", root / "leak.md")
     os.symlink(outside, root / "outdir")
+    # data roots are read by sessions as their own uid: world-readable, like shipped seeds
+    for path in (root.parent, root, root / "data"):
+        os.chmod(path, 0o755)
+    os.chmod(root / "data" / "ok.csv", 0o644)
     return root
 
 

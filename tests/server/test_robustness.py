@@ -39,10 +39,11 @@ def test_fork_bomb_is_contained(server):
     assert out["code"] in (0, 2002)
     time.sleep(0.5)
     uid = bash(server, w, "id -u")["data"]["stdout"].strip()
-    # zombies do not count: this machine's pid 1 does not reap orphans, a real init does
-    ps = subprocess.run(["ps", "-u", uid, "-o", "stat="], capture_output=True, text=True).stdout.split()
-    alive = [s for s in ps if not s.startswith("Z")]
-    assert len(alive) <= 1, f"fork bomb processes left running: {len(alive)}"
+    # what may stay: the session's jail (bwrap, its init) and supervisor
+    ps = subprocess.run(["ps", "-u", uid, "-o", "stat=,comm="], capture_output=True, text=True).stdout.splitlines()
+    alive = [line for line in ps if not line.split()[0].startswith("Z")
+             and line.split()[-1] not in ("bwrap", "python", "python3", "python3.11")]
+    assert alive == [], f"fork bomb processes left running: {alive}"
     assert server.get("/health").status_code == 200
     assert bash(server, wid(), "echo alive")["data"]["stdout"] == "alive\n"
 
@@ -50,7 +51,8 @@ def test_fork_bomb_is_contained(server):
 def test_memory_hog_fails_without_hurting_the_server(server):
     out = bash(server, wid(), "python3 -c 'x = bytearray(8 * 1024**3)'", timeout=20)
     assert out["code"] == 0 and out["data"]["exit_code"] != 0
-    assert "MemoryError" in out["data"]["stderr"]
+    # the session's cgroup limit: the kernel's OOM killer ends the process
+    assert "MemoryError" in out["data"]["stderr"] or "Killed" in out["data"]["stderr"]
     assert server.get("/health").status_code == 200
 
 
@@ -72,10 +74,8 @@ def test_sessions_cannot_read_each_others_workspace(server):
     sa = server.post("/session/create", {"worker_id": a, "resource_type": "bash"}).json()["data"]
     server.post("/session/create", {"worker_id": b, "resource_type": "bash"})
     bash(server, a, "echo private > note.txt")
-    if os.geteuid() != 0:
-        pytest.skip("per-session users need a root server")
     out = bash(server, b, f"cat {server.workspace_of(sa['session_id'])}/note.txt")
-    assert out["data"]["exit_code"] != 0 and "Permission denied" in out["data"]["stderr"]
+    assert out["data"]["exit_code"] != 0 and "private" not in out["data"]["stdout"]
 
 
 def test_server_secrets_do_not_reach_commands(server_factory):
@@ -127,16 +127,14 @@ def test_retried_request_id_runs_once(server):
     from pathlib import Path
 
     w = wid()
-    shared = Path(tempfile.mkdtemp(prefix="af-test-"))  # reachable by the session's own uid
-    os.chmod(shared, 0o777)
-    target = shared / "count.txt"
+    server.post("/session/create", {"worker_id": w, "resource_type": "bash"})
     headers = {"X-Request-ID": uuid.uuid4().hex}
-    body = {"worker_id": w, "action": "bash:run", "params": {"command": f"echo run >> {target}; echo done"}}
+    body = {"worker_id": w, "action": "bash:run", "params": {"command": "echo run >> count.txt; echo done"}}
     first = server.post("/execute", body, headers=headers).json()
     second = server.post("/execute", body, headers=headers).json()
     assert first["code"] == 0 and second["data"] == first["data"]
     assert second["meta"]["replayed"] is True and "replayed" not in first["meta"]
-    assert target.read_text() == "run\n"
+    assert bash(server, w, "cat count.txt")["data"]["stdout"] == "run\n"
     assert audit_count(server, request_id=headers["X-Request-ID"]) == 1
 
 
