@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,46 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 class DatabaseError(Exception):
     """The database cannot be opened or migrated (bad URL, read-only or full disk)."""
+
+
+PRIVATE_FILE_MODE = 0o600
+"""Mode of the database and its -wal/-shm/-journal files: they hold every caller's
+audited calls, which session code (another uid) must not read."""
+_SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def tighten_mode(path: Path, mode: int) -> None:
+    """Take away permission bits beyond ``mode`` from ``path`` if this process owns it.
+    Symlinks are left alone (a chmod would follow them)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(st.st_mode) or st.st_mode & 0o777 & ~mode == 0:
+        return
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
+        log.warning("%s is mode %o, looser than %o, and owned by another user: left as is",
+                    path, st.st_mode & 0o777, mode)
+        return
+    try:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+    except OSError as err:  # e.g. a read-only disk: the open that follows reports it better
+        log.warning("cannot tighten the mode of %s to %o: %s", path, mode, err)
+
+
+def private_sqlite_files(db_path: Path, create: bool = True) -> None:
+    """Create the database file 0600 if it is missing (SQLite gives its -wal and -shm
+    files the database file's mode) and tighten what an older version left looser."""
+    if create:
+        try:
+            os.close(os.open(db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             PRIVATE_FILE_MODE))
+        except FileExistsError:
+            pass
+        except OSError as err:  # full or read-only disk: SQLite's own error says it when it opens
+            log.debug("cannot create %s ahead of SQLite: %s", db_path, err)
+    for suffix in ("", *_SQLITE_SIDE_FILES):
+        tighten_mode(Path(f"{db_path}{suffix}"), PRIVATE_FILE_MODE)
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -47,7 +88,7 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
-    path = url.split("///", 1)[-1]
+    path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
         parent = Path(path).parent
         try:
@@ -56,6 +97,7 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
             raise DatabaseError(f"cannot create database directory {parent}: {err}") from err
         if not os.access(parent, os.W_OK):
             raise DatabaseError(f"database directory {parent} is not writable")
+        private_sqlite_files(Path(path), create="?" not in url)  # a URI's query may name another file
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -67,6 +109,9 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         _sqlite_pragmas(dbapi_conn, _record)
+        if path and path != ":memory:":  # the -wal/-shm files exist now: a looser leftover is fixed
+            for suffix in _SQLITE_SIDE_FILES:
+                tighten_mode(Path(f"{path}{suffix}"), PRIVATE_FILE_MODE)
         # Let SQLAlchemy, not pysqlite, decide when a transaction begins (SQLAlchemy's
         # documented pysqlite recipe), so BEGIN IMMEDIATE is possible.
         dbapi_conn.isolation_level = None
@@ -108,7 +153,10 @@ def _migration_lock(lock_dir: Path | None) -> Iterator[None]:
         yield
         return
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / ".migrate.lock", "w") as fh:
+    lock_path = lock_dir / ".migrate.lock"
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    tighten_mode(lock_path, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shutil
 import time
 import uuid
@@ -24,7 +25,7 @@ from ..db.models import (
     SandboxSession,
 )
 from ..tools.base import SessionFailed, SessionInfo
-from .errors import SessionError
+from .errors import ParameterError, SessionError
 from .registry import ToolRegistry
 from .writer import GroupCommitter, Row
 
@@ -37,6 +38,40 @@ _TOUCH = update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.status 
 _TOUCH_STATE = _TOUCH.values(state=bindparam("b_state"))
 _STALE_START_SECONDS = 180.0
 _STALE_CLOSE_SECONDS = 120.0
+
+# Names that become part of a session id, hence of a folder name: no "/", no leading
+# "." (so never "." or ".."), no NUL, control characters or whitespace.
+NAME_CHARS = "letters, digits and . _ : @ - (not starting with . - : or @)"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@-]*")
+MAX_WORKER_ID = 128
+MAX_RESOURCE_TYPE = 32
+MAX_CUSTOM_NAME = 128
+# resource (32) + worker (128) + counter and suffix stay below the 200 characters of the
+# id columns and the 255 bytes of a file name
+MAX_SESSION_ID = 200
+
+
+class InvalidName(ParameterError):
+    """A worker id, resource type, session name or session id that could steer a path (1002)."""
+
+
+def name_problem(value: object, max_length: int) -> str | None:
+    """What is wrong with ``value`` as a name (None: nothing)."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not 1 <= len(value) <= max_length:
+        return f"must be 1-{max_length} characters, got {len(value)}"
+    if NAME_PATTERN.fullmatch(value) is None:
+        return f"may contain only {NAME_CHARS}, got {value[:40]!r}"
+    return None
+
+
+def check_name(field: str, value: object, max_length: int) -> str:
+    """Return ``value`` if it is a valid name; raise InvalidName naming ``field`` if not."""
+    problem = name_problem(value, max_length)
+    if problem is not None:
+        raise InvalidName(f"parameter '{field}': {problem}", {"param": field})
+    return value
 
 
 def session_view(row: SandboxSession) -> dict:
@@ -79,6 +114,7 @@ class SessionManager:
             ParameterError: unknown resource type.
             SessionError: the backend could not start the session.
         """
+        self._check_names(worker_id, resource_type, custom_name)
         backend = self._registry.backend(resource_type)
         self._registry.ensure_ready(resource_type)
         while True:
@@ -110,6 +146,23 @@ class SessionManager:
             raise SessionError(f"session for resource '{resource_type}' failed to start: {reason}") from err
         row = self._writer.write(lambda s: self._activate(s, row.id, info.state))
         return session_view(row), True
+
+    @staticmethod
+    def _check_names(worker_id: str, resource_type: str, custom_name: str | None = None) -> None:
+        check_name("worker_id", worker_id, MAX_WORKER_ID)
+        check_name("resource_type", resource_type, MAX_RESOURCE_TYPE)
+        if custom_name is not None:
+            check_name("custom_name", custom_name, MAX_CUSTOM_NAME)
+
+    def workspace_for(self, session_id: str) -> Path:
+        """``<workspaces>/<session_id>``, refused unless it is a direct child of the
+        workspace root (a check on the id and, in depth, on the resolved path)."""
+        check_name("session_id", session_id, MAX_SESSION_ID)
+        path = self._workspaces / session_id
+        if path.resolve().parent != self._workspaces.resolve():
+            raise InvalidName(f"session id {session_id!r} does not name a folder of the workspace root",
+                              {"param": "session_id"})
+        return path
 
     def _reserve(self, s: Session, worker_id, resource_type, config, custom_name):
         live = s.scalars(
@@ -144,7 +197,7 @@ class SessionManager:
             temporary=False,
             config=config or {},
             state={},
-            workspace=str(self._workspaces / session_id),
+            workspace=str(self.workspace_for(session_id)),
             created_at=now,
             last_activity=now,
             expires_at=now + self.ttl,
@@ -209,8 +262,9 @@ class SessionManager:
 
     def temporary(self, worker_id: str, resource_type: str) -> SessionInfo:
         """Start a session that lives for one call (no database row)."""
+        self._check_names(worker_id, resource_type)
         session_id = f"tmp_{resource_type}_{worker_id}_{uuid.uuid4().hex[:8]}"
-        info = SessionInfo(session_id, worker_id, resource_type, self._workspaces / session_id, {}, {}, True)
+        info = SessionInfo(session_id, worker_id, resource_type, self.workspace_for(session_id), {}, {}, True)
         info.workspace.mkdir(parents=True, exist_ok=True)
         try:
             self._registry.backend(resource_type).create_session(info)

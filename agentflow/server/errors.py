@@ -24,7 +24,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(err):
         limit = app.config.get("MAX_CONTENT_LENGTH")
-        return json_response(envelope({}, 1000, f"request body is larger than the limit of {limit} bytes"), 400)
+        return json_response(envelope({}, 1000, f"request body is larger than the limit of {limit} bytes "
+                                                "(server config 'max_request_bytes')"), 413)
 
     @app.errorhandler(HTTPException)
     def _http(err: HTTPException):

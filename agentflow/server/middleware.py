@@ -1,4 +1,5 @@
-"""Cross-cutting request handling: timing, bearer-token auth, idempotent POSTs."""
+"""Cross-cutting request handling: timing, request checks (request id, Host, Origin,
+Content-Type), bearer-token auth, idempotent POSTs."""
 from __future__ import annotations
 
 import functools
@@ -9,8 +10,9 @@ import time
 from flask import Flask, g, request
 
 from ..runtime.errors import ApiError, Unauthorized
-from .envelope import json_response, request_id, runtime
+from .envelope import check_request_id, json_response, request_id, runtime
 from .errors import api_error_response
+from .guard import HostPolicy, check_request
 
 _OPEN_ENDPOINTS = {"admin.health", "v1_admin.health"}
 
@@ -24,9 +26,14 @@ def authenticated() -> bool:
 
 
 def init_app(app: Flask) -> None:
+    policy = HostPolicy(app.extensions["agentflow"].config)
+
     @app.before_request
     def _start():
         g.started = time.perf_counter()
+        if request.routing_exception is None:  # unknown routes and methods get their 404/405
+            check_request_id()
+            check_request(policy)  # before auth: a browser's request is refused whatever it carries
         if runtime().config.auth_token and request.endpoint not in _OPEN_ENDPOINTS and not authenticated():
             reason = "missing" if "Authorization" not in request.headers else "wrong"
             raise Unauthorized(f"{reason} bearer token: send 'Authorization: Bearer <token>' "
@@ -47,9 +54,7 @@ def idempotent(endpoint: str, wait_limit: float = 900.0):
             if not rid:
                 body, status = view(*args, **kwargs)
                 return json_response(body, status)
-            if len(rid) > 200:
-                rid = rid[:200]
-            g.request_id = rid
+            g.request_id = rid  # its length and characters were checked before the view
             log = runtime().requests
             digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
             replay = log.begin(rid, endpoint, wait_limit, body_sha256=digest)

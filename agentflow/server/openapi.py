@@ -9,10 +9,15 @@ from flask import Flask
 
 from ..version import __version__
 from . import schemas
+from .envelope import MAX_REQUEST_ID
 
 _ERRORS = {"400": "Malformed request (1000) or parameter error (1002)", "401": "Unauthorized (1004)",
            "404": "Tool not found (1001)", "409": "Session error (1003)", "500": "Internal error (5000)",
            "503": "Backend not ready (2003)"}
+# Refusals every operation may answer before its view runs (agentflow.server.guard).
+_GUARD_ERRORS = {"400": "Malformed request (1000): e.g. a bad X-Request-ID",
+                 "403": "Origin of another site (1000)", "421": "Host that is not this server's (1000)"}
+_BODY_ERRORS = {"413": "Body larger than max_request_bytes (1000)", "415": "Body not declared JSON (1000)"}
 
 _POSTS = {
     "/execute": ("ExecuteBody", "Run one tool call", ["400", "401", "404", "409", "500", "503"]),
@@ -39,7 +44,8 @@ def _build() -> dict:
     spec.components.schema("Envelope", schema=schemas.Envelope)
     spec.components.schema("Health", schema=schemas.Health)
     env = {"content": {"application/json": {"schema": "Envelope"}}}
-    header = {"name": "X-Request-ID", "in": "header", "required": False, "schema": {"type": "string"},
+    rid_schema = {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID, "pattern": r"^[A-Za-z0-9._:@+/=-]+$"}
+    header = {"name": "X-Request-ID", "in": "header", "required": False, "schema": rid_schema,
               "description": "Idempotency key: a retried request with the same id is answered, not rerun"}
     for base in ("", "/api/v1"):
         for path, (body, summary, errors) in _POSTS.items():
@@ -66,7 +72,17 @@ def _build() -> dict:
             "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}})
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {}]
+    _add_guard_responses(doc)
     return doc
+
+
+def _add_guard_responses(doc: dict) -> None:
+    env = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}
+    for operations in doc["paths"].values():
+        for method, operation in operations.items():
+            extra = {**_GUARD_ERRORS, **(_BODY_ERRORS if method == "post" else {})}
+            for status, text in extra.items():
+                operation["responses"].setdefault(status, {"description": text, **env})
 
 
 @functools.lru_cache(maxsize=1)

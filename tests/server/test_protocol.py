@@ -6,6 +6,8 @@ import uuid
 
 import requests
 
+JSON = {"Content-Type": "application/json"}  # raw bodies still declare JSON, as every client must
+
 
 def wid() -> str:
     return f"w_{uuid.uuid4().hex[:8]}"
@@ -37,18 +39,19 @@ def test_tool_name_aliases_resolve_to_one_tool(server):
 
 
 def test_malformed_json_is_1000(server):
-    r = requests.post(server.url + "/execute", data='{"worker_id": "w",', timeout=10)
+    r = requests.post(server.url + "/execute", data='{"worker_id": "w",', timeout=10, headers=JSON)
     assert r.status_code == 400 and r.json()["code"] == 1000
     assert "not valid JSON" in r.json()["message"]
 
 
 def test_body_must_be_an_object(server):
-    r = requests.post(server.url + "/execute", data="[1, 2]", timeout=10)
+    r = requests.post(server.url + "/execute", data="[1, 2]", timeout=10, headers=JSON)
     assert r.status_code == 400 and r.json()["code"] == 1000 and "JSON object" in r.json()["message"]
 
 
 def test_deeply_nested_json_is_1000_not_500(server):
-    r = requests.post(server.url + "/execute", data="[" * 100000 + "]" * 100000, timeout=10)
+    r = requests.post(server.url + "/execute", data="[" * 100000 + "]" * 100000, timeout=10,
+                      headers=JSON)
     assert r.status_code == 400 and r.json()["code"] == 1000
 
 

@@ -87,7 +87,7 @@ def test_server_secrets_do_not_reach_commands(server_factory):
 def test_body_over_the_limit_is_1000(server_factory):
     srv = server_factory({"server": {"max_request_bytes": 2048}})
     r = srv.post("/execute", {"worker_id": "w", "action": "bash:run", "params": {"command": "x" * 5000}})
-    assert r.status_code == 400 and r.json()["code"] == 1000 and "2048" in r.json()["message"]
+    assert r.status_code == 413 and r.json()["code"] == 1000 and "2048" in r.json()["message"]
     assert srv.get("/health").status_code == 200
 
 

@@ -3,7 +3,36 @@ from __future__ import annotations
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-_ID = validate.Length(min=1, max=200)
+from ...runtime.sessions import MAX_CUSTOM_NAME, MAX_RESOURCE_TYPE, MAX_WORKER_ID, NAME_CHARS, name_problem
+
+
+class _Name(validate.Validator):
+    """A name that becomes part of a session id and so of a workspace folder name:
+    the charset and length of :func:`agentflow.runtime.sessions.name_problem`."""
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
+
+    def __call__(self, value: str) -> str:
+        problem = name_problem(value, self.max_length)
+        if problem is not None:
+            raise ValidationError(problem)
+        return value
+
+
+def _name_field(max_length: int, description: str, **kw) -> fields.String:
+    # pattern and lengths in the OpenAPI document too, so clients and fuzzers see the rule
+    return fields.String(validate=_Name(max_length), metadata={
+        "description": f"{description}: 1-{max_length} {NAME_CHARS}", "pattern": r"^[A-Za-z0-9_][A-Za-z0-9._:@-]*$",
+        "minLength": 1, "maxLength": max_length}, **kw)
+
+
+def _worker_id() -> fields.String:
+    return _name_field(MAX_WORKER_ID, "Caller's worker id", required=True)
+
+
+def _resource_type(**kw) -> fields.String:
+    return _name_field(MAX_RESOURCE_TYPE, "Resource type (backend name)", **kw)
 
 
 class _StrictBoolean(fields.Boolean):
@@ -36,7 +65,7 @@ class _Body(Schema):
 
 
 class ExecuteBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID, metadata={"description": "Caller's worker id"})
+    worker_id = _worker_id()
     action = fields.String(required=True, validate=validate.Length(min=1, max=200),
                            metadata={"description": "Tool name, e.g. bash:run (aliases bash-run, bash_run)"})
     params = fields.Dict(load_default=dict, metadata={"description": "Tool parameters (JSON Schema in GET /tools)"})
@@ -51,7 +80,7 @@ class BatchItem(_Body):
 
 
 class BatchBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID)
+    worker_id = _worker_id()
     actions = fields.List(fields.Nested(BatchItem), required=True, validate=validate.Length(min=1, max=256))
     parallel = _StrictBoolean(load_default=False)
     stop_on_error = _StrictBoolean(load_default=True)
@@ -59,12 +88,13 @@ class BatchBody(_Body):
 
 
 class SessionCreateBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID)
-    resource_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    worker_id = _worker_id()
+    resource_type = _resource_type(required=True)
     config = fields.Dict(load_default=None, allow_none=True)
     session_config = fields.Dict(load_default=None, allow_none=True,
                                  metadata={"description": "Older name of `config`"})
-    custom_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    custom_name = _name_field(MAX_CUSTOM_NAME, "Session name (default: the session id)", load_default=None,
+                              allow_none=True)
 
     @validates_schema
     def _one_config(self, data, **_):
@@ -73,22 +103,22 @@ class SessionCreateBody(_Body):
 
 
 class SessionDestroyBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID)
-    resource_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    worker_id = _worker_id()
+    resource_type = _resource_type(required=True)
 
 
 class SessionListBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID)
+    worker_id = _worker_id()
 
 
 class SessionRefreshBody(_Body):
-    worker_id = fields.String(required=True, validate=_ID)
-    resource_type = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64))
+    worker_id = _worker_id()
+    resource_type = _resource_type(load_default=None, allow_none=True)
 
 
 class WarmupBody(_Body):
-    backends = fields.List(fields.String(), load_default=None, allow_none=True)
-    resources = fields.List(fields.String(), load_default=None, allow_none=True,
+    backends = fields.List(_resource_type(), load_default=None, allow_none=True)
+    resources = fields.List(_resource_type(), load_default=None, allow_none=True,
                             metadata={"description": "Older name of `backends`"})
 
 
