@@ -20,7 +20,7 @@ time-bounded, so no server thread waits on a session beyond the call's timeout.
 - :mod:`.session`    — start, reach and end a confined session.
 - :mod:`.safefs`     — opening files below a root without following links.
 """
-from .errors import IsolationError, IsolationUnavailable, SupervisorError, SupervisorTimeout
+from .errors import IsolationError, IsolationUnavailable, SupervisorError, SupervisorGone, SupervisorTimeout
 from .policy import IsolationMode, Limits, isolation_mode
 from .session import ConfinedSession, Confinement
 
@@ -32,6 +32,7 @@ __all__ = [
     "IsolationUnavailable",
     "Limits",
     "SupervisorError",
+    "SupervisorGone",
     "SupervisorTimeout",
     "isolation_mode",
 ]

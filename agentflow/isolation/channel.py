@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 
-from .errors import SupervisorError, SupervisorTimeout
+from .errors import SupervisorError, SupervisorGone, SupervisorTimeout
 
 __all__ = ["request", "read_frame", "write_frame"]
 
@@ -72,7 +72,7 @@ def request(path: str, payload: dict, timeout: float, max_bytes: int) -> dict:
         try:
             sock.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            raise SupervisorError("the session supervisor is not running") from None
+            raise SupervisorGone("the session supervisor is not running") from None
         except socket.timeout:
             raise SupervisorTimeout("the session supervisor did not accept the call in time") from None
         try:

@@ -15,5 +15,10 @@ class SupervisorError(IsolationError):
     """The session's supervisor is gone or answered something that is not a reply."""
 
 
+class SupervisorGone(SupervisorError):
+    """Nothing listens on the session's socket: the supervisor is not running (the
+    session's code killed it, or the machine restarted). The request never ran."""
+
+
 class SupervisorTimeout(SupervisorError):
     """The supervisor did not answer within the call's time (plus a grace period)."""

@@ -208,6 +208,31 @@ class Confinement:
             detail = _read_pipe(err_read)
             raise IsolationError(f"the session launcher did not start: {detail or 'no output'}") from None
 
+    def restart(self, session, env: dict[str, str], kernel: dict | None = None,
+                startup_timeout: float = 30.0) -> ConfinedSession:
+        """A fresh supervisor for a session whose supervisor died (its own code killed
+        it): everything still running in the session ends; the workspace stays when it
+        is mounted on the host (a root server), and the uid stays the session's."""
+        record = JailRecord.from_state(session.state.get("jail"))
+        if record is None:
+            raise SupervisorError("the session has no sandbox to restart")
+        if self.cgroups is not None:
+            self.cgroups.kill(record.key)
+        elif record.pid:
+            _kill_process_session(record.pid)
+        try:
+            record.pid, errors = self._spawn(session, record)
+            session.state["jail"] = dataclasses.asdict(record)
+            confined = ConfinedSession(record, 1 << 20)
+            try:
+                confined.request("configure", startup_timeout, env=env, cpu_seconds=self.limits.cpu_seconds,
+                                 file_size_mb=self.limits.file_size_mb, kernel=kernel or {})
+            finally:
+                os.close(errors)
+        except (IsolationError, OSError) as err:
+            raise IsolationError(f"the session sandbox could not be restarted: {err}") from None
+        return confined
+
     # -- use ---------------------------------------------------------------------
     def attach(self, session, max_reply_bytes: int) -> ConfinedSession:
         """The live session's supervisor (from its recorded state)."""

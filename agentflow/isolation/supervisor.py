@@ -12,6 +12,8 @@ its own:
 - ``copy_tree`` — copy a folder (e.g. a read-only data root) into the workspace;
 - ``exec`` / ``spawn`` / ``alive`` / ``kill`` — run a program to completion, or start a
   long-lived one (a display, a browser) and look after it;
+- ``browser`` — one action of the ``browser`` backend on the session's Chromium, which
+  Playwright in this process drives over a DevTools *pipe* (no DevTools port exists);
 - ``ping``.
 
 Nothing here is trusted by the server: this process runs as the session and the
@@ -212,6 +214,13 @@ class Supervisor:
                 pass
             proc.wait()
         return {"killed": proc is not None}
+
+    # -- browser -----------------------------------------------------------------
+    def op_browser(self, req: dict) -> dict:
+        """Start the session's Chromium or run one page action on it (see gui.cdp)."""
+        from ..tools.gui import cdp
+
+        return cdp.handle(req, dict(self.env), self.workspace)
 
     # -- python kernel -----------------------------------------------------------
     def op_kernel_exec(self, req: dict) -> dict:

@@ -127,6 +127,15 @@ class Runtime:
 
         self.writer.write(save)
 
+    def isolation_report(self) -> dict:
+        """How sessions are confined: the server's mode and each confining backend's limits."""
+        resources = {name: backend.confine.describe() for name, backend in self.registry.backends.items()
+                     if getattr(backend, "confine", None) is not None}
+        report = {"mode": self.config.isolation, "resources": resources}
+        if self.config.isolation == "none":
+            report["warning"] = "sessions are not confined: session code runs as the server's user"
+        return report
+
     def warmup_status(self) -> dict:
         with self.read() as s:
             stored = {r.backend: r for r in s.scalars(select(WarmupState)).all()}

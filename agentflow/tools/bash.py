@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import signal
 
-from ..isolation import Limits, SupervisorError, SupervisorTimeout
-from .base import Backend, BackendConfigError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
+from ..isolation import Limits, SupervisorError, SupervisorGone, SupervisorTimeout
+from .base import Backend, BackendConfigError, ParamError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
 
 MAX_COMMAND_BYTES = 1 << 20
 """The longest command ``bash:run`` takes (UTF-8 bytes)."""
@@ -33,13 +33,22 @@ class BashBackend(Backend):
         self.extra_env = {str(k): str(v) for k, v in env.items()}
 
     # -- sessions ----------------------------------------------------------------
+    def _env(self, session: SessionInfo) -> dict[str, str]:
+        return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(session.workspace), "LANG": "C.UTF-8",
+                "TERM": "dumb", **self.extra_env}
+
     def create_session(self, session: SessionInfo) -> None:
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(session.workspace), "LANG": "C.UTF-8",
-               "TERM": "dumb", **self.extra_env}
         try:
-            self.confine.start(session, env)
+            self.confine.start(session, self._env(session))
         except Exception as err:  # noqa: BLE001 - any start failure is a 1003
             raise SessionFailed(str(err)) from None
+
+    def _restart(self, session: SessionInfo):
+        try:
+            return self.confine.restart(session, self._env(session))
+        except Exception as err:  # noqa: BLE001 - the call fails, the session may be destroyed
+            raise ToolError(f"the session's sandbox is gone and could not be restarted: {err}",
+                            {"sandbox_failed": True}) from None
 
     def destroy_session(self, session: SessionInfo) -> None:
         self.confine.stop(session)
@@ -62,17 +71,29 @@ class BashBackend(Backend):
         max_timeout=3600,
     )
     def run(self, ctx: ToolContext, command: str) -> dict:
+        if len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES:
+            raise ParamError("command", f"is longer than {MAX_COMMAND_BYTES} bytes")
         supervisor = self.confine.attach(ctx.session, max_reply_bytes=4 * ctx.max_output_bytes + 65536)
+        restarted = False
         try:
-            reply = supervisor.request("bash", ctx.remaining, command=command, timeout=ctx.remaining,
-                                       max_output=ctx.max_output_bytes)
+            try:
+                reply = supervisor.request("bash", ctx.remaining, command=command, timeout=ctx.remaining,
+                                           max_output=ctx.max_output_bytes)
+            except SupervisorGone:  # an earlier command killed it; this one never ran
+                supervisor = self._restart(ctx.session)
+                restarted = True
+                reply = supervisor.request("bash", ctx.remaining, command=command, timeout=ctx.remaining,
+                                           max_output=ctx.max_output_bytes)
         except SupervisorTimeout:
             raise ToolTimeout(f"command timed out after {ctx.timeout:g} s and its sandbox did not answer", {}) from None
         except SupervisorError as err:
-            raise ToolError(f"the session's sandbox failed: {err}; destroy the session and create a new one",
+            raise ToolError(f"the session's sandbox ended during the command ({err}), e.g. because the command "
+                            "killed every process of the session; the next call starts it again",
                             {"sandbox_failed": True}) from None
         result = {k: reply[k] for k in ("stdout", "stdout_bytes", "stdout_truncated", "stderr", "stderr_bytes",
                                         "stderr_truncated", "exit_code", "duration_ms", "signal") if k in reply}
+        if restarted:
+            result["sandbox_restarted"] = True  # working directory and exports were reset
         if reply.get("timed_out"):
             raise ToolTimeout(f"command timed out after {ctx.timeout:g} s; its processes were killed", result)
         if result.get("exit_code") in (-signal.SIGXFSZ, 128 + signal.SIGXFSZ):

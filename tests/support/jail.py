@@ -11,8 +11,8 @@ from pathlib import Path
 def cgroup_pids(key: str) -> list[int]:
     """Processes in the session's cgroup (every controller folder that exists)."""
     found: set[int] = set()
-    for procs in list(Path("/sys/fs/cgroup").glob(f"*/agentflow/{key}/cgroup.procs")) + \
-            list(Path("/sys/fs/cgroup").glob(f"agentflow/{key}/cgroup.procs")):
+    root = Path("/sys/fs/cgroup")  # <controller>/<parent>/<key> on v1, <parent>/<key> on v2
+    for procs in [*root.glob(f"*/*/{key}/cgroup.procs"), *root.glob(f"*/{key}/cgroup.procs")]:
         try:
             found.update(int(x) for x in procs.read_text().split())
         except OSError:

@@ -91,9 +91,11 @@ def start_server(
     token: str | None = None,
     wait: float = 60.0,
     port: int | None = None,
+    prefix: list[str] | None = None,
 ) -> ServerProcess:
     """Run ``agentflow serve`` in ``home`` on ``port`` (default: a free one) and wait
-    for ``/health``. Starting again on an old server's home and port restarts it."""
+    for ``/health``. Starting again on an old server's home and port restarts it.
+    ``prefix``: a command the server runs under (e.g. one that drops to another user)."""
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -113,7 +115,7 @@ def start_server(
         full_env["AGENTFLOW_API_TOKEN"] = token
     log_path = home / "server.log"
     log = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([*(prefix or []), *cmd], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = ServerProcess(proc, port, home, log_path, token)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:

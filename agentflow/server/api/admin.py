@@ -21,7 +21,7 @@ _shutdown = ShutdownBody()
 
 @bp.get("/health")
 def health():
-    return jsonify({"status": "ok", "version": __version__})
+    return jsonify({"status": "ok", "version": __version__, "isolation": runtime().isolation_report()})
 
 
 @bp.get("/openapi.json")

@@ -26,4 +26,5 @@ def warmup():
 
 @bp.get("/status")
 def status():
-    return json_response(envelope({"backends": runtime().warmup_status()}))
+    rt = runtime()
+    return json_response(envelope({"backends": rt.warmup_status(), "isolation": rt.isolation_report()}))
