@@ -28,8 +28,9 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = load_server_config(args.config)
     # Fail here, with one clear message, rather than in every worker.
     try:
-        ToolRegistry(cfg, BackendContext(data_dir=cfg.data_dir, roots=[], project_dir=cfg.project_dir,
-                                         isolation=cfg.isolation, cgroup_parent=cfg.cgroup_parent)).close()
+        registry = ToolRegistry(cfg, BackendContext(data_dir=cfg.data_dir, roots=[], project_dir=cfg.project_dir,
+                                                    isolation=cfg.isolation, cgroup_parent=cfg.cgroup_parent))
+        registry.close()
     except BackendConfigError as err:
         raise CommandError(f"{args.config or 'default config'}: {err}") from None
     try:
@@ -46,6 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = base_settings(host, port, args.workers or cfg.workers, args.threads or cfg.threads, config_path)
     print(f"AgentFlow sandbox server on http://{host}:{port} (data: {cfg.data_dir}, "
           f"backends: {', '.join(sorted(cfg.resources or [])) or 'defaults'})", flush=True)
+    for name, backend in sorted(registry.backends.items()):
+        if backend.unconfinable:
+            print(f"WARNING: backend '{name}' is disabled: {backend.unconfinable}", flush=True)
     if cfg.isolation == "none":
         print("WARNING: isolation is \"none\": session code runs unconfined, as this server's user, and can read "
               "the database, other sessions' files and this server's environment", flush=True)

@@ -129,8 +129,12 @@ class Runtime:
 
     def isolation_report(self) -> dict:
         """How sessions are confined: the server's mode and each confining backend's limits."""
-        resources = {name: backend.confine.describe() for name, backend in self.registry.backends.items()
-                     if getattr(backend, "confine", None) is not None}
+        resources = {}
+        for name, backend in self.registry.backends.items():
+            if backend.unconfinable:
+                resources[name] = {"isolation": "unavailable", "error": backend.unconfinable}
+            elif getattr(backend, "confine", None) is not None:
+                resources[name] = backend.confine.describe()
         report = {"mode": self.config.isolation, "resources": resources}
         if self.config.isolation == "none":
             report["warning"] = "sessions are not confined: session code runs as the server's user"

@@ -220,6 +220,8 @@ class Backend:
     description: str = ""
     uses_sessions: bool = True
     """False for stateless backends (rag, web…): their tools run without a session."""
+    unconfinable: str | None = None
+    """Why this backend's sessions cannot be confined here (it then refuses to run)."""
     config_keys: frozenset[str] | None = None
     """Option names this backend understands; None accepts anything. Keys starting
     with ``_`` (comments) are always allowed."""
@@ -232,15 +234,19 @@ class Backend:
         self.check_config()
 
     # -- hooks -------------------------------------------------------------------
-    def confinement(self, defaults: "Limits | None" = None, extra_read_only: list[Path] = ()) -> "Confinement":
+    def confinement(self, defaults: "Limits | None" = None, extra_read_only: list[Path] = ()) -> "Confinement | None":
         """The confinement of this backend's sessions, from the server's isolation mode
         and this resource's limit options (``memory_mb``, ``network``…).
 
+        Fails closed: when the machine cannot confine (no bubblewrap, no user namespaces,
+        no cgroups) this returns None and the backend refuses every call and session with
+        a 2003 that says what to install (see :meth:`ensure_warm`); the server's other
+        backends keep working.
+
         Raises:
-            BackendConfigError: a limit option is invalid, or the machine cannot confine
-                (the message says what to install, or to set isolation "none").
+            BackendConfigError: a limit option is invalid.
         """
-        from ..isolation import Confinement, IsolationError, Limits, isolation_mode
+        from ..isolation import Confinement, IsolationError, IsolationUnavailable, Limits, isolation_mode
 
         try:
             limits = Limits.from_config(self.config, self.name, defaults)
@@ -248,6 +254,9 @@ class Backend:
                                hidden=self.context.hidden_paths,
                                read_only=[*self.context.roots, *extra_read_only],
                                cgroup_parent=self.context.cgroup_parent)
+        except IsolationUnavailable as err:
+            self.unconfinable = str(err)
+            return None
         except IsolationError as err:
             raise BackendConfigError(str(err)) from None
 
@@ -279,6 +288,8 @@ class Backend:
 
     # -- used by the server ------------------------------------------------------
     def ensure_warm(self) -> dict:
+        if self.unconfinable:
+            raise BackendNotReady(self.unconfinable)
         with self._warm_lock:
             if self._warmed:
                 return {}

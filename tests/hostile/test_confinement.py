@@ -288,23 +288,28 @@ def test_destroy_leaves_no_process_of_the_session(srv):
 
 
 # -- 8. fail closed ----------------------------------------------------------------------
-def test_missing_bubblewrap_refuses_to_start_with_what_to_install(tmp_path):
-    from tests.support.server import REPO
-    import subprocess
-    import sys
-
+def test_missing_bubblewrap_disables_the_confined_backends_with_what_to_install(tmp_path):
     bin_dir = tmp_path / "bin"  # a PATH with the usual tools but no bwrap
     bin_dir.mkdir()
-    for tool in ("sh", "setsid", "setpriv", "unshare", "mount", "bash"):
+    for tool in ("sh", "setsid", "setpriv", "unshare", "mount", "bash", "pgrep"):
         target = next((Path(d) / tool for d in ("/usr/bin", "/bin") if (Path(d) / tool).exists()), None)
         if target:
             (bin_dir / tool).symlink_to(target)
-    env = {**os.environ, "PATH": str(bin_dir), "AGENTFLOW_HOME": str(tmp_path / "home")}
-    env.pop("AGENTFLOW_ISOLATION", None)
-    out = subprocess.run([sys.executable, "-m", "agentflow.cli", "serve", "--port", "1"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode != 0
-    assert "bubblewrap" in out.stderr and "apt-get install bubblewrap" in out.stderr and '"none"' in out.stderr
+    server = start_server(tmp_path / "home", config={"resources": {**RESOURCES, "diag": {"enabled": True}}},
+                          env={"PATH": str(bin_dir)})
+    try:
+        assert "backend 'bash' is disabled" in server.log_text()
+        for resource in ("bash", "code", "ds"):
+            out = server.post("/session/create", {"worker_id": wid(), "resource_type": resource}).json()
+            assert out["code"] == 2003 and "apt-get install bubblewrap" in out["message"], out
+            assert 'isolation to "none"' in out["message"]
+        call = bash(server, wid(), "id")
+        assert call["code"] == 2003 and "bubblewrap" in call["message"]
+        report = server.get("/health").json()["isolation"]
+        assert report["resources"]["bash"]["isolation"] == "unavailable"
+        assert server.post("/execute", {"worker_id": wid(), "action": "diag:noop", "params": {}}).json()["code"] == 0
+    finally:
+        server.stop()
 
 
 def test_isolation_none_is_explicit_and_stated(tmp_path):
