@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import channel
 from .cgroups import CgroupTree, detect_cgroups
@@ -34,7 +35,7 @@ from .policy import IsolationMode, Limits
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConfinedSession", "Confinement", "JailRecord"]
+__all__ = ["ConfinedSession", "Confinement", "JailRecord", "sweep"]
 
 _SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 _SETSID = shutil.which("setsid") or "/usr/bin/setsid"
@@ -139,8 +140,10 @@ class Confinement:
                                                                        self.limits.disk_mb << 20)
             if self.cgroups is not None:
                 self.cgroups.create(key, self.limits.memory_mb << 20, self.limits.max_processes)
+            _write_ledger(control, session, record)
             record.pid, errors = self._spawn(session, record)
             session.state["jail"] = dataclasses.asdict(record)
+            _write_ledger(control, session, record)
             confined = ConfinedSession(record, 1 << 20)
             try:
                 confined.request("configure", startup_timeout, env=env, cpu_seconds=self.limits.cpu_seconds,
@@ -258,10 +261,11 @@ class Confinement:
             _unmount(Path(session.workspace))
         if record is not None and record.uid is not None:
             release_uid(control / "uids", record.uid, session.session_id)
-        try:
-            os.unlink(control / f"{key}.sock")
-        except FileNotFoundError:
-            pass
+        for suffix in (".sock", ".json"):
+            try:
+                os.unlink(control / f"{key}{suffix}")
+            except FileNotFoundError:
+                pass
 
     def memory_of(self, session) -> int | None:
         record = JailRecord.from_state(session.state.get("jail"))
@@ -272,6 +276,58 @@ class Confinement:
                 "memory.current" if self.cgroups.version == 2 else "memory.usage_in_bytes")).read_text())
         except (OSError, ValueError):
             return None
+
+
+# -- the ledger: every jail of this workspace root, for the cleaner -------------------
+def _write_ledger(control: Path, session, record: JailRecord) -> None:
+    """``<control>/<key>.json``: what ending this jail needs, kept until it is ended, so
+    a jail whose session was lost (a temporary session of a killed worker, a session
+    whose row ended without the backend hook) is found and ended by :func:`sweep`."""
+    entry = {"session_id": session.session_id, "workspace": str(session.workspace),
+             "temporary": bool(session.temporary), "owner": [os.getpid(), _start_ticks(os.getpid())],
+             "jail": dataclasses.asdict(record)}
+    tmp = control / f".{record.key}.{os.getpid()}.{threading.get_ident()}"
+    with open(tmp, "w") as fh:
+        json.dump(entry, fh)
+    os.replace(tmp, control / f"{record.key}.json")
+
+
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return int(raw[raw.rfind(")") + 2:].split()[19])
+
+
+def _owner_alive(owner: list) -> bool:
+    pid, ticks = owner
+    return _start_ticks(int(pid)) == ticks
+
+
+def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[str], bool]) -> int:
+    """End every jail under ``workspace_root`` that no session owns any more: a
+    temporary session whose server process died, or a session ``is_live`` says has
+    ended. Returns how many were ended. Safe to run in every server process at once."""
+    control = control_dir(workspace_root)
+    ended = 0
+    for path in control.glob("s*.json"):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        orphan = not _owner_alive(entry["owner"]) if entry.get("temporary") else not is_live(entry["session_id"])
+        if not orphan:
+            continue
+        from ..tools.base import SessionInfo  # the shape stop() reads; no backend involved
+
+        info = SessionInfo(entry["session_id"], "", "", Path(entry["workspace"]), {}, {"jail": entry["jail"]},
+                           bool(entry.get("temporary")))
+        confinement.stop(info)
+        shutil.rmtree(info.workspace, ignore_errors=True)
+        ended += 1
+    return ended
 
 
 def control_dir(workspace_root: Path) -> Path:

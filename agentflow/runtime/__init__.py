@@ -93,6 +93,7 @@ class Runtime:
                                  isolation=config.isolation, hidden_paths=hidden,
                                  cgroup_parent=config.cgroup_parent)
         self.registry = ToolRegistry(config, context)
+        self.workspaces = workspaces
         self.sessions = SessionManager(self.read, self.writer, self.registry, workspaces, config.session_ttl)
         self.executor = Executor(self.registry, self.sessions, self.writer,
                                  config.max_output_bytes, config.max_call_timeout)
@@ -188,11 +189,26 @@ class Runtime:
         except Exception:  # noqa: BLE001 - try again next round
             log.exception("session cleanup failed")
         try:
+            ended = self._sweep_jails()
+            if ended:
+                log.info("ended %d session sandbox(es) that no live session owned", ended)
+        except Exception:  # noqa: BLE001 - try again next round
+            log.exception("sandbox cleanup failed")
+        try:
             reaped = self.requests.reap_abandoned()
             if reaped:
                 log.info("ended %d request claim(s) of dead server processes", reaped)
         except Exception:  # noqa: BLE001 - try again next round
             log.exception("request cleanup failed")
+
+    def _sweep_jails(self) -> int:
+        from ..isolation.session import sweep
+
+        confinement = next((b.confine for b in self.registry.backends.values()
+                            if getattr(b, "confine", None) is not None), None)
+        if confinement is None:
+            return 0
+        return sweep(confinement, self.workspaces, self.sessions.is_live)
 
     def close(self) -> None:
         self._stop.set()

@@ -27,6 +27,7 @@ from ..db.models import (
 from ..tools.base import SessionFailed, SessionInfo
 from .errors import ParameterError, SessionError
 from .registry import ToolRegistry
+from .requestlog import owner_alive, owner_id
 from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ _TOUCH = update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.status 
     last_activity=bindparam("b_now"), expires_at=bindparam("b_expires"))
 _TOUCH_STATE = _TOUCH.values(state=bindparam("b_state"))
 _STALE_START_SECONDS = 180.0
+"""A start whose process cannot be checked (another node) is given up after this."""
+_STARTER = "_starter"
+"""Key in a starting row's ``state``: ``owner_id()`` of the process starting it, so a
+start cut off by a dead process is failed at once. Never shown to backends."""
 _STALE_CLOSE_SECONDS = 120.0
 
 # Names that become part of a session id, hence of a folder name: no "/", no leading
@@ -102,6 +107,7 @@ class SessionManager:
         self._registry = registry
         self._workspaces = workspaces
         self.ttl = dt.timedelta(seconds=ttl)
+        self._owner = owner_id()
 
     # -- create ------------------------------------------------------------------
     def create(self, worker_id: str, resource_type: str, config: dict | None = None,
@@ -135,6 +141,7 @@ class SessionManager:
                 continue
             break
         info = self.info(row)
+        info.save_state = lambda: self._save_starting_state(row.id, info.state)
         info.workspace.mkdir(parents=True, exist_ok=True)
         try:
             backend.create_session(info)
@@ -196,7 +203,7 @@ class SessionManager:
             status=SESSION_STARTING,
             temporary=False,
             config=config or {},
-            state={},
+            state={_STARTER: self._owner},
             workspace=str(self.workspace_for(session_id)),
             created_at=now,
             last_activity=now,
@@ -213,15 +220,43 @@ class SessionManager:
         row.status, row.state, row.last_activity, row.expires_at = SESSION_ACTIVE, state, now, now + self.ttl
         return row
 
+    def _save_starting_state(self, session_id: str, state: dict) -> None:
+        """Persist a starting session's state (``SessionInfo.save_state``)."""
+        saved = {**state, _STARTER: self._owner}
+        self._writer.write(lambda s: s.execute(update(SandboxSession).where(
+            SandboxSession.id == session_id, SandboxSession.status == SESSION_STARTING).values(state=saved)))
+
     def _wait_started(self, session_id: str, limit: float = 120.0) -> SandboxSession | None:
+        """The session once active; None when it failed or ended, including when the
+        process starting it died (the row is failed at once, so a re-create proceeds)."""
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             with self._read() as s:
                 row = s.get(SandboxSession, session_id)
-                if row is None or row.status != SESSION_STARTING:
-                    return row if row is not None and row.status == SESSION_ACTIVE else None
+            if row is None or row.status != SESSION_STARTING:
+                return row if row is not None and row.status == SESSION_ACTIVE else None
+            if _starter_alive(row) is False:
+                self._fail_dead_start(session_id)
+                return None
             time.sleep(0.05)
         raise SessionError(f"session {session_id} is still starting after {limit:.0f} s")
+
+    def _fail_dead_start(self, session_id: str) -> bool:
+        """End a start cut off by a dead process with whatever state it saved; False
+        when another process got to it first."""
+        def claim(s: Session) -> SandboxSession | None:
+            res = s.execute(update(SandboxSession).where(
+                SandboxSession.id == session_id, SandboxSession.status == SESSION_STARTING).values(
+                    status=SESSION_CLOSING))
+            return s.get(SandboxSession, session_id) if res.rowcount == 1 else None
+
+        row = self._writer.write(claim)
+        if row is None:
+            return False
+        log.warning("session %s: the process starting it (%s) died; ending it", session_id,
+                    (row.state or {}).get(_STARTER))
+        self._end(row, SESSION_FAILED, "its start was cut off: the server process starting it died")
+        return True
 
     # -- use ---------------------------------------------------------------------
     def for_call(self, worker_id: str, resource_type: str) -> SandboxSession | None:
@@ -276,9 +311,16 @@ class SessionManager:
     def end_temporary(self, info: SessionInfo) -> None:
         self._stop_backend(info)
 
+    def is_live(self, session_id: str) -> bool:
+        """Whether the session's row is starting or active (its processes must stay)."""
+        with self._read() as s:
+            status = s.scalar(select(SandboxSession.status).where(SandboxSession.id == session_id))
+        return status in _LIVE
+
     def info(self, row: SandboxSession) -> SessionInfo:
+        state = {k: v for k, v in (row.state or {}).items() if k != _STARTER}
         return SessionInfo(row.id, row.worker_id, row.resource_type, Path(row.workspace),
-                           dict(row.config or {}), dict(row.state or {}), row.temporary)
+                           dict(row.config or {}), state, row.temporary)
 
     def touch_row(self, session_id: str, state: dict | None) -> Row:
         """The write that extends the session's life (and saves its state when it
@@ -377,11 +419,13 @@ class SessionManager:
     # -- housekeeping ------------------------------------------------------------
     def cleanup_expired(self) -> int:
         """End every expired session and repair sessions left half-started or
-        half-closed by a process that died. Safe to run in every process at once."""
+        half-closed by a process that died: a start whose process is dead (on this
+        node) at once, others after a lease. Safe to run in every process at once."""
         now = utcnow()
         with self._read() as s:
             expired = s.scalars(select(SandboxSession.id).where(
                 SandboxSession.status == SESSION_ACTIVE, SandboxSession.expires_at <= now)).all()
+            starting = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_STARTING)).all()
             stale = s.scalars(select(SandboxSession).where(
                 (SandboxSession.status == SESSION_STARTING)
                 & (SandboxSession.last_activity < now - dt.timedelta(seconds=_STALE_START_SECONDS))
@@ -389,9 +433,13 @@ class SessionManager:
                 & (SandboxSession.last_activity < now - dt.timedelta(seconds=_STALE_CLOSE_SECONDS))
                 & (SandboxSession.expires_at < now - dt.timedelta(seconds=_STALE_CLOSE_SECONDS)))).all()
         ended = sum(1 for sid in expired if self.expire(sid))
+        dead = [row.id for row in starting if _starter_alive(row) is False]
+        ended += sum(1 for sid in dead if self._fail_dead_start(sid))
         for row in stale:
-            self._end(row, SESSION_FAILED, f"left {row.status} by a server process that stopped")
-        return ended + len(stale)
+            if row.id not in dead:
+                self._end(row, SESSION_FAILED, f"left {row.status} by a server process that stopped")
+                ended += 1
+        return ended
 
     def end_all(self, reason: str) -> int:
         """End every live session (server shutdown with cleanup)."""
@@ -405,3 +453,10 @@ class SessionManager:
         for row in rows:
             self._end(row, SESSION_DESTROYED, reason)
         return len(rows)
+
+
+def _starter_alive(row: SandboxSession) -> bool | None:
+    """Whether the process starting ``row`` lives: None when unknown (another node,
+    or a row written before starters were recorded)."""
+    starter = (row.state or {}).get(_STARTER)
+    return owner_alive(starter) if isinstance(starter, str) else None
