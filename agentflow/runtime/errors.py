@@ -51,12 +51,30 @@ class BackendUnavailable(ApiError):
     code, http_status, default_message = 2003, 503, "backend not ready"
 
 
+class RequestInProgress(ApiError):
+    """A retry waited its whole limit for a live process still running the request with
+    this ``X-Request-ID`` (1005); retrying later with the same id collects the answer."""
+
+    code, http_status, default_message = 1005, 409, "request still running"
+
+
+class CallInterrupted(ApiError):
+    """The process running the request with this ``X-Request-ID`` died mid-run (2004).
+
+    Its outcome is unknown, so the retry does not run it again: like a tool failure it
+    is a result (HTTP 200) the agent sees, with ``data`` saying what was cut off.
+    """
+
+    code, http_status, default_message = 2004, 200, "interrupted"
+
+
 class InternalError(ApiError):
     """Anything unexpected (5000); details go to the server log only."""
 
 
 HTTP_STATUS = {cls.code: cls.http_status for cls in (
-    MalformedRequest, ToolNotFound, ParameterError, SessionError, Unauthorized, BackendUnavailable, InternalError)}
+    MalformedRequest, ToolNotFound, ParameterError, SessionError, Unauthorized, RequestInProgress,
+    CallInterrupted, BackendUnavailable, InternalError)}
 """HTTP status of each envelope code; codes not listed (0, 2001, 2002) are 200."""
 
 

@@ -9,8 +9,9 @@ import requests
 
 from .errors import SandboxAuthError, SandboxRequestError, SandboxServerError
 
-#: Envelope codes that are *results* (returned, never raised).
-RESULT_CODES = frozenset({0, 2001, 2002, 2003})
+#: Envelope codes that are *results* (returned, never raised). 2004: the server process
+#: running the call died mid-run; its outcome is unknown and it was not run again.
+RESULT_CODES = frozenset({0, 2001, 2002, 2003, 2004})
 
 
 def root_cause(err: requests.RequestException) -> str:

@@ -3,14 +3,16 @@
 :class:`HTTPServiceClient` wraps one pooled :class:`requests.Session`. Each method
 sends one request and returns the server's envelope ``{code, message, data, meta}``
 as a ``dict``. Tool results are returned whatever their code (2001 tool failed, 2002
-timeout, 2003 backend not ready); protocol failures raise a
+timeout, 2003 backend not ready, 2004 interrupted); protocol failures raise a
 :class:`~agentflow.sandbox.errors.SandboxError` subclass.
 
 Retries live on the transport adapter (a urllib3 ``Retry``): connection errors,
 connections dropped before the response, and HTTP 502/503/504 are retried with
 exponential backoff and jitter. Every request carries one ``X-Request-ID`` that is
 reused by all of its retries, so a retried ``POST /execute`` is answered from the
-server's record (``meta.replayed: true``) and never runs the tool twice.
+server's record (``meta.replayed: true``) and never runs the tool twice. When the
+server process running the first attempt was killed mid-call, the retry's answer is
+``2004 interrupted`` (the call may or may not have taken effect; it is not run again).
 
 Usage::
 
@@ -290,8 +292,9 @@ class HTTPServiceClient:
             trace_id: Correlates the call with a rollout trajectory.
 
         Returns:
-            The envelope; ``code`` 0, 2001 (tool failed) or 2002 (timed out) are all
-            results.
+            The envelope; ``code`` 0, 2001 (tool failed), 2002 (timed out), 2003
+            (backend not ready) and 2004 (interrupted: the server process running it
+            died, a retry did not run it again) are all results.
         """
         body: dict[str, Any] = {"worker_id": worker_id, "action": action, "params": params or {}}
         if timeout is not None:

@@ -1,8 +1,9 @@
 """Errors raised by the sandbox client.
 
 Only *protocol* failures raise. A tool that ran and failed (code 2001), timed out
-(2002) or whose backend is not ready (2003) is a normal result: the client returns its
-envelope and the agent sees it.
+(2002), whose backend is not ready (2003) or whose run was cut off by the death of the
+server process running it (2004) is a normal result: the client returns its envelope
+and the agent sees it.
 
 Every error carries what the server said about it: ``code`` (the envelope code, when
 there was one), ``message``, ``request_id`` (the ``X-Request-ID`` the call was sent

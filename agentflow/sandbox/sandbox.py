@@ -229,7 +229,8 @@ class Sandbox:
 
         Returns:
             The envelope ``{code, message, data, meta}``. ``code`` 2001 (the tool
-            failed) and 2002 (it timed out) are results, not exceptions.
+            failed), 2002 (it timed out) and 2004 (interrupted: its server process
+            died mid-run, outcome unknown) are results, not exceptions.
 
         Raises:
             SandboxRequestError: unknown tool (1001), bad parameters (1002), session
