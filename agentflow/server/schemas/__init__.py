@@ -154,6 +154,7 @@ class Envelope(Schema):
 class Health(Schema):
     status = fields.String(required=True)
     version = fields.String(required=True)
+    isolation = fields.Dict(metadata={"description": "How sessions are confined: mode, per-resource limits, warning"})
 
 
 BODIES = {
