@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agentflow.tools._x11 import marker_pids  # noqa: E402
+from agentflow.tools.gui.x11 import marker_pids  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
 

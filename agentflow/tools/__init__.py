@@ -19,8 +19,8 @@ BACKENDS: dict[str, str] = {
     "text2sql": "agentflow.tools.text2sql:Text2SQLBackend",
     "doc": "agentflow.tools.doc:DocBackend",
     # GUI backends need Debian packages (xvfb, xdotool, openbox, chromium): enabled by a config.
-    "vm": "agentflow.tools.vm:VmBackend",
-    "browser": "agentflow.tools.browser:BrowserBackend",
+    "vm": "agentflow.tools.gui.vm:VmBackend",
+    "browser": "agentflow.tools.gui.browser:BrowserBackend",
 }
 
 # Enabled when a server runs without a config file: every backend that works offline

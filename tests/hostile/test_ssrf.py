@@ -291,7 +291,7 @@ def test_https_sends_sni_and_verifies_the_name_while_pinned(tls_server):
 
 @pytest.fixture
 def browser(tmp_path):
-    from agentflow.tools.browser import BrowserBackend
+    from agentflow.tools.gui.browser import BrowserBackend
 
     return BrowserBackend({"allow_network": True},
                           BackendContext(data_dir=tmp_path, roots=[REPO], project_dir=REPO))
@@ -308,7 +308,7 @@ def test_browser_goto_refuses_bypass_forms(browser, no_connect, secret, index):
 
 
 def test_browser_goto_with_network_off_sends_no_dns(tmp_path, monkeypatch):
-    from agentflow.tools.browser import BrowserBackend
+    from agentflow.tools.gui.browser import BrowserBackend
 
     offline = BrowserBackend({}, BackendContext(data_dir=tmp_path, roots=[REPO], project_dir=REPO))
     import socket

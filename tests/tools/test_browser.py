@@ -1,7 +1,8 @@
 """browser backend: Playwright on Debian's Chromium, through the real server (2 workers).
 
 Skipped, with the reason, only when Chromium (Debian package ``chromium``) or the
-``playwright`` Python package is missing.
+``playwright`` Python package is missing. That the browser runs confined, and that no
+other session can reach its DevTools, is tested in ``tests/hostile/test_gui_confinement.py``.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import uuid
 
 import pytest
 
-from agentflow.tools._chromium import find_chromium
-from agentflow.tools._x11 import marker_pids
+from agentflow.tools.gui.chromium import find_chromium
+from agentflow.tools.gui.x11 import marker_pids
+from tests.support.jail import wait_until_gone
 from tests.support.server import start_server
 
 _missing = []
@@ -113,10 +115,12 @@ def test_offline_corpus_and_url_rules(server, session):
 def test_destroy_ends_chromium(server):
     worker = f"br-{uuid.uuid4().hex[:8]}"
     created = server.post("/session/create", {"worker_id": worker, "resource_type": "browser"}).json()
-    state = _state(server, created["data"]["session_id"])["browser"]
+    full = _state(server, created["data"]["session_id"])
+    state = full["browser"]
     assert _call(server, worker, "browser:goto", {"url": SITE})["code"] == 0
     assert len(marker_pids(state["marker"])) >= 2  # the browser and its helper processes
     assert server.post("/session/destroy", {"worker_id": worker, "resource_type": "browser"}).json()["code"] == 0
+    assert wait_until_gone(full) == []  # the session's cgroup is empty
     deadline = time.monotonic() + 5
     while marker_pids(state["marker"]) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,16 +1,16 @@
 """Private: the tools of the ``vm`` backend (mouse, keyboard, screen, windows).
 
-Kept apart from :mod:`.vm` (sessions, pool, config) to keep both files small; the
-backend class combines them. Input goes through ``xdotool`` (XTEST), window lists
-through ``wmctrl`` (EWMH, which openbox provides).
+Kept apart from :mod:`.vm` (sessions, config) to keep both files small; the backend
+class combines them. Input goes through ``xdotool`` (XTEST), window lists through
+``wmctrl`` (EWMH, which openbox provides); both run inside the session's jail.
 """
 from __future__ import annotations
 
 import base64
 import time
 
-from ._x11 import Display, X11Error, grab_png, run_x
-from .base import ParamError, ToolContext, ToolError, ToolTimeout, tool
+from ..base import ParamError, ToolContext, ToolError, ToolTimeout, tool
+from .x11 import Desktop, X11Error, X11Timeout
 
 _BUTTONS = {"left": "1", "middle": "2", "right": "3"}
 _KEY_ALIASES = {
@@ -43,17 +43,17 @@ def _key(name: str) -> str:
 
 
 class VmToolsMixin:
-    """Tool methods of :class:`agentflow.tools.vm.VmBackend` (needs ``_display``, ``_open``)."""
+    """Tool methods of :class:`agentflow.tools.gui.vm.VmBackend` (needs ``_display``, ``_open``)."""
 
     # -- plumbing -------------------------------------------------------------------
-    def _x(self, ctx: ToolContext, display: Display, argv: list[str], param: str = "") -> str:
+    def _x(self, ctx: ToolContext, display: Desktop, argv: list[str], param: str = "") -> str:
         if ctx.remaining <= 0:
             raise ToolTimeout("no time left for this call")
         try:
-            res = run_x(display, argv, timeout=ctx.remaining)
+            res = display.run(argv, timeout=ctx.remaining)
+        except X11Timeout as err:
+            raise ToolTimeout(str(err)) from None
         except X11Error as err:
-            if "did not finish" in str(err):
-                raise ToolTimeout(str(err)) from None
             raise ToolError(str(err)) from None
         if "No such key name" in res.stderr or "Invalid key" in res.stderr:
             raise ParamError(param or "key", f"unknown key name ({res.stderr.strip().splitlines()[0]}); use X "
@@ -62,7 +62,7 @@ class VmToolsMixin:
             raise ToolError(f"{argv[0]} failed: {res.stderr.strip()[:500]}", {"exit_code": res.returncode})
         return res.stdout
 
-    def _point(self, display: Display, x: int, y: int, prefix: str = "") -> tuple[str, str]:
+    def _point(self, display: Desktop, x: int, y: int, prefix: str = "") -> tuple[str, str]:
         for name, value, limit in ((f"{prefix}x", x, display.width), (f"{prefix}y", y, display.height)):
             if not 0 <= value < limit:
                 raise ParamError(name, f"{value} is outside the {display.width}x{display.height} screen "
@@ -87,7 +87,9 @@ class VmToolsMixin:
         display = self._display(ctx.session)
         t0 = time.monotonic()
         try:
-            png = grab_png(display)
+            png = display.grab_png(max(0.5, ctx.remaining - 1))
+        except X11Timeout as err:
+            raise ToolTimeout(str(err)) from None
         except X11Error as err:
             raise ToolError(str(err)) from None
         return {"image": base64.b64encode(png).decode("ascii"), "format": "png", "mime_type": "image/png",
@@ -221,7 +223,7 @@ class VmToolsMixin:
             pid, argv = self._open(display, app_or_url, session.workspace)
         except ValueError as err:
             raise ParamError("app_or_url", str(err)) from None
-        session.state["display"] = display.to_state()  # the new pid, for destroy
+        session.state["display"] = display.display.to_state()  # the new pid
         deadline = time.monotonic() + min(wait_seconds, max(0.0, ctx.remaining - 2))
         new: list = []
         while time.monotonic() < deadline:
