@@ -39,14 +39,20 @@ from .channel import read_frame, write_frame
 
 _MAX_REQUEST = 64 << 20
 
-# Run as ``bash -c WRAPPER bash STATE_FD COMMAND``: restore the exports, run the command,
-# and on any exit write the directory and exports to the state pipe. Only builtins, so
-# a call costs one process. ``ulimit -t`` is per command; file size and the rest are
-# the supervisor's own limits, inherited.
+# Run as ``bash -c WRAPPER bash STATE_FD``, started *before* the call it serves (a warm
+# spare, so a call does not wait for bash to start): it reads the working directory, the
+# saved exports and the command from its stdin (NUL-separated), restores them, runs the
+# command, and on any exit writes the directory and exports to the state pipe. Only
+# builtins, so a call costs no other process. ``ulimit -t`` is per command; file size and
+# the rest are the supervisor's own limits, inherited.
 _WRAPPER = r"""
 ulimit -t %(cpu)d 2>/dev/null
-__af_fd=$1; __af_cmd=$2; shift 2
-if [ -n "${__AF_STATE-}" ]; then eval "$__AF_STATE" 2>/dev/null; fi; unset __AF_STATE
+__af_fd=$1; shift
+IFS= read -r -d '' __af_cwd; IFS= read -r -d '' __af_state; IFS= read -r -d '' __af_cmd
+exec </dev/null
+cd -- "$__af_cwd" 2>/dev/null
+if [ -n "$__af_state" ]; then eval "$__af_state" 2>/dev/null; fi
+unset __af_state __af_cwd
 __af_save() { { printf '%%s\0' "$PWD"; export -p; } >&"$__af_fd" 2>/dev/null; }
 trap __af_save EXIT
 eval "$__af_cmd"
@@ -86,6 +92,9 @@ class Supervisor:
         self.kernel_lock = threading.Lock()
         self.kernel_config: dict = {}
         self.children: dict[int, subprocess.Popen] = {}
+        self.spare: tuple[subprocess.Popen, int] | None = None
+        self.spare_lock = threading.Lock()
+        self.after_reply = _AfterReply()
 
     # -- dispatch ----------------------------------------------------------------
     def handle(self, request: dict) -> dict:
@@ -99,6 +108,10 @@ class Supervisor:
         return {"pid": os.getpid(), "uid": os.getuid()}
 
     def op_configure(self, req: dict) -> dict:
+        with self.spare_lock:  # a spare shell has the old environment
+            spare, self.spare = self.spare, None
+        if spare is not None:
+            _discard(spare)
         self.env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
         self.env.setdefault("HOME", self.workspace)
         self.cpu_seconds = int(req.get("cpu_seconds") or 600)
@@ -115,17 +128,15 @@ class Supervisor:
         with self.state_lock:
             cwd = self.cwd if os.path.isdir(self.cwd) else self.workspace
             exports = self.exports
-        env = {**self.env, "__AF_STATE": exports.decode("utf-8", "surrogateescape")}
-        state_read, state_write = os.pipe()
         started = time.monotonic()
+        shell = self._take_shell()
+        proc, state_read = shell
         try:
-            proc = subprocess.Popen(
-                [self.shell, "--noprofile", "--norc", "-c", _WRAPPER % {"cpu": self.cpu_seconds}, "bash",
-                 str(state_write), command],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env,
-                start_new_session=True, pass_fds=(state_write,))
-        finally:
-            os.close(state_write)
+            proc.stdin.write(b"\0".join([cwd.encode("utf-8", "surrogateescape"), exports,
+                                          command.encode("utf-8", "surrogateescape")]) + b"\0")
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
         out, err = _Capture(cap), _Capture(cap)
         timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
         # Like a closing terminal: whatever the command left in its process group ends
@@ -141,6 +152,44 @@ class Supervisor:
         if proc.returncode is not None and proc.returncode < 0:
             answer["signal"] = signal.Signals(-proc.returncode).name
         return answer
+
+    def _new_shell(self) -> tuple[subprocess.Popen, int]:
+        state_read, state_write = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [self.shell, "--noprofile", "--norc", "-c", _WRAPPER % {"cpu": self.cpu_seconds}, "bash",
+                 str(state_write)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=self.workspace,
+                env=self.env, start_new_session=True, pass_fds=(state_write,))
+        except BaseException:
+            os.close(state_read)
+            raise
+        finally:
+            os.close(state_write)
+        return proc, state_read
+
+    def _take_shell(self) -> tuple[subprocess.Popen, int]:
+        """The warm spare shell (a new one is started for the next call), or a fresh one
+        when another call took it."""
+        with self.spare_lock:
+            spare, self.spare = self.spare, None
+        if spare is None or spare[0].poll() is not None:
+            if spare is not None:
+                _discard(spare)
+            spare = self._new_shell()
+        self.after_reply.append(self._refill_spare)
+        return spare
+
+    def _refill_spare(self) -> None:
+        with self.spare_lock:
+            if self.spare is not None:
+                return
+        shell = self._new_shell()
+        with self.spare_lock:
+            if self.spare is None:
+                self.spare, shell = shell, None
+        if shell is not None:
+            _discard(shell)
 
     def _save_state(self, raw: bytes, cwd: str, exports: bytes) -> None:
         if b"\0" not in raw:
@@ -309,6 +358,33 @@ class Supervisor:
         return {"copied": True, "path": str(dst)}
 
 
+class _AfterReply(threading.local):
+    """Work a request leaves for after its reply is sent (per connection thread)."""
+
+    def __init__(self):
+        self.tasks: list = []
+
+    def append(self, task) -> None:
+        self.tasks.append(task)
+
+    def run(self) -> None:
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - the next call starts a shell itself
+                pass
+
+
+def _discard(shell: tuple[subprocess.Popen, int]) -> None:
+    proc, state_read = shell
+    _kill_group(proc)
+    for fh in (proc.stdin, proc.stdout, proc.stderr):
+        if fh is not None:
+            fh.close()
+    os.close(state_read)
+
+
 def _pump(proc: subprocess.Popen, captures: dict, timeout: float) -> bool:
     """Read the command's pipes into ``captures`` until it exits (True) or the time
     runs out (False)."""
@@ -396,6 +472,7 @@ def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
         pass
     finally:
         conn.close()
+        sup.after_reply.run()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -305,8 +305,6 @@ def test_string_limit_is_exactly_one_mib_of_utf8(server):
     assert calls_of(server, w) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="bash:run passes the command as one argv string, which Linux caps at "
-                   "128 KiB (MAX_ARG_STRLEN): E2BIG above it; the bash backend must take it another way")
 def test_bash_runs_a_command_at_the_limit(server):
     command = "#" + "x" * (MAX_STRING_BYTES - 20) + "\necho ok"
     out = server.post("/execute", {"worker_id": wid(), "action": "bash:run", "params": {"command": command}},
