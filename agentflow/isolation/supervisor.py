@@ -137,15 +137,7 @@ class Supervisor:
             proc.stdin.close()
         except BrokenPipeError:
             pass
-        out, err = _Capture(cap), _Capture(cap)
-        timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
-        # Like a closing terminal: whatever the command left in its process group ends
-        # with it (a fork bomb included). Daemons must detach with `setsid`.
-        _kill_group(proc)
-        _drain_into(proc.stdout, out)
-        _drain_into(proc.stderr, err)
-        proc.stdout.close()
-        proc.stderr.close()
+        out, err, timed_out = _run_to_end(proc, timeout, cap)
         self._save_state(_read_available(state_read), cwd, exports)
         answer = {**out.answer("stdout"), **err.answer("stderr"), "exit_code": proc.returncode,
                   "duration_ms": round((time.monotonic() - started) * 1000, 2), "timed_out": timed_out}
@@ -221,13 +213,7 @@ class Supervisor:
             except BrokenPipeError:
                 pass
             proc.stdin.close()
-        out, err = _Capture(cap), _Capture(cap)
-        timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
-        _kill_group(proc)
-        _drain_into(proc.stdout, out)
-        _drain_into(proc.stderr, err)
-        proc.stdout.close()
-        proc.stderr.close()
+        out, err, timed_out = _run_to_end(proc, timeout, cap)
         return {"started": True, **out.answer("stdout"), **err.answer("stderr"), "exit_code": proc.returncode,
                 "timed_out": timed_out}
 
@@ -383,6 +369,20 @@ def _discard(shell: tuple[subprocess.Popen, int]) -> None:
         if fh is not None:
             fh.close()
     os.close(state_read)
+
+
+def _run_to_end(proc: subprocess.Popen, timeout: float, cap: int) -> tuple[_Capture, _Capture, bool]:
+    """Capture the program's output until it exits or ``timeout``; (stdout, stderr,
+    timed out). Like a closing terminal, whatever it left in its process group ends with
+    it (a fork bomb included); daemons must detach with `setsid`."""
+    out, err = _Capture(cap), _Capture(cap)
+    timed_out = not _pump(proc, {proc.stdout: out, proc.stderr: err}, timeout)
+    _kill_group(proc)
+    _drain_into(proc.stdout, out)
+    _drain_into(proc.stderr, err)
+    proc.stdout.close()
+    proc.stderr.close()
+    return out, err, timed_out
 
 
 def _pump(proc: subprocess.Popen, captures: dict, timeout: float) -> bool:
