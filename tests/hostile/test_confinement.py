@@ -197,7 +197,7 @@ def test_network_none_has_only_a_private_loopback_and_no_route(srv):
 def tight(request, tmp_path_factory):
     limits = {"memory_mb": 192, "max_processes": 48, "disk_mb": 32, "file_size_mb": 8}
     server, cgroup = _start(request.param, tmp_path_factory, {"resources": {
-        "bash": {"enabled": True, "config": limits}, "code": {"enabled": True, "config": {"memory_mb": 256}}}})
+        "bash": {"enabled": True, "config": limits}, "code": {"enabled": True, "config": {"memory_mb": 512, "file_size_mb": 8}}}})
     server.kind = request.param
     yield server
     server.stop()
@@ -230,6 +230,15 @@ def test_workspace_disk_quota_and_file_size_limit(tight):
     assert "8388608" in exact  # the documented number is allowed ...
     over = bash(tight, w, "head -c 8388609 /dev/zero > over")  # ... one byte more is not
     assert over["code"] == 2001 and "size limit" in over["message"], over
+
+
+def test_kernels_have_the_file_size_limit_too(tight):
+    w = wid()
+    create(tight, w, "code")
+    code = ("def write(n):\n    try:\n        open('f', 'wb').write(b'0' * n)\n        return 'ok'\n"
+            "    except OSError as e:\n        return e.strerror\n(write(8 << 20), write((8 << 20) + 1))")
+    res = tight.post("/execute", {"worker_id": w, "action": "code:run", "params": {"code": code}}).json()
+    assert res["code"] == 0 and res["data"]["result"] == "('ok', 'File too large')", res
 
 
 def _server_rss(srv) -> int:
