@@ -39,7 +39,10 @@ class JailSpec:
     workspace_size: int | None = None
     """Bytes: mount a tmpfs of this size as the workspace inside the jail (when the
     server could not mount one on the host); None binds the host folder."""
-    share_net: bool = False
+    info_fd: int | None = None
+    """bwrap writes its first process's pid here (to attach the session's network)."""
+    resolv_conf_fd: int | None = None
+    """A descriptor whose contents replace ``/etc/resolv.conf`` in the jail."""
     hostname: str = "agentflow"
 
 
@@ -119,8 +122,8 @@ def bwrap_argv(spec: JailSpec, staged: bool = False) -> tuple[list[str], list[st
     # No --die-with-parent: the jail is started detached (its parent exits at once) and
     # ends through its cgroup when the session ends.
     args = [bwrap, "--unshare-all", "--new-session", "--hostname", spec.hostname]
-    if spec.share_net:
-        args.append("--share-net")
+    if spec.info_fd is not None:
+        args += ["--info-fd", str(spec.info_fd)]
     args += system_paths()
     # The private folders first: a data root or workspace under /tmp is bound on top.
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm", "--tmpfs", "/run"]
@@ -135,6 +138,9 @@ def bwrap_argv(spec: JailSpec, staged: bool = False) -> tuple[list[str], list[st
         real = Path(os.path.realpath(path))
         if _covered(real, visible):
             args += ["--tmpfs", str(real)] if real.is_dir() else ["--ro-bind", "/dev/null", str(real)]
+    if spec.resolv_conf_fd is not None:
+        # where the host's link points, if it is one (e.g. into /run, a tmpfs in the jail)
+        args += ["--ro-bind-data", str(spec.resolv_conf_fd), os.path.realpath("/etc/resolv.conf")]
     workspace = str(spec.workspace)
     if spec.workspace_size:
         args += ["--size", str(spec.workspace_size), "--perms", "0700", "--tmpfs", workspace]

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import channel
+from . import channel, network
 from .cgroups import CgroupTree, detect_cgroups
 from .errors import IsolationError, IsolationUnavailable, SupervisorError
 from .identity import allocate_uid, release_uid
@@ -109,6 +109,8 @@ class Confinement:
         if mode is IsolationMode.BWRAP:
             _require_bwrap(resource)
             self.cgroups = detect_cgroups(cgroup_parent)
+            if limits.network == "full":
+                network.require_slirp(resource)
 
     @property
     def confined(self) -> bool:
@@ -138,12 +140,15 @@ class Confinement:
         try:
             record.mounted = self.confined and root and _mount_workspace(Path(session.workspace), uid,
                                                                        self.limits.disk_mb << 20)
+            session.state["jail"] = dataclasses.asdict(record)  # what stop() must undo from here on
             if self.cgroups is not None:
                 self.cgroups.create(key, self.limits.memory_mb << 20, self.limits.max_processes)
             _write_ledger(control, session, record)
             record.pid, errors = self._spawn(session, record)
             session.state["jail"] = dataclasses.asdict(record)
             _write_ledger(control, session, record)
+            if getattr(session, "save_state", None) is not None:
+                session.save_state()  # a start cut off from here on is still ended in full
             confined = ConfinedSession(record, 1 << 20)
             try:
                 confined.request("configure", startup_timeout, env=env, cpu_seconds=self.limits.cpu_seconds,
@@ -171,21 +176,58 @@ class Confinement:
             listener.listen(64)
             fd = listener.fileno()
             command = [sys.executable, "-I", "-c", _SUPERVISOR, str(fd), workspace]
-            if self.confined:
-                spec = JailSpec(Path(workspace), [*python_paths(), *self.read_only], self.hidden,
-                                workspace_size=None if record.mounted else self.limits.disk_mb << 20,
-                                share_net=self.limits.network == "full")
-                jail, staged = bwrap_argv(spec, staged=record.uid is not None)
-                command = [*jail, "--", *command]
-                if record.uid is not None:
-                    command = [_UNSHARE, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", STAGE_SCRIPT,
-                               "sh", *staged, "--", _SETPRIV, f"--reuid={record.uid}", f"--regid={record.uid}",
-                               "--clear-groups", "--inh-caps=-all", "--", *command]
-            procs = " ".join(self.cgroups.procs_files(record.key)) if self.cgroups else ""
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8", "AF_CGROUP_PROCS": procs}
-            return self._launch(command, env, workspace, (fd,))
+            net = _NetworkPipes() if self.confined and self.limits.network == "full" else None
+            try:
+                if self.confined:
+                    command = self._jail_command(session, record, command, net)
+                pid, errors = self._launch(command, _launch_env(self.cgroups, record.key), workspace,
+                                           (fd, *(net.inherited if net else ())))
+                if net is not None:
+                    self._attach_network(record, net)
+                return pid, errors
+            finally:
+                if net is not None:
+                    net.close()
         finally:
             listener.close()
+
+    def _jail_command(self, session, record: JailRecord, command: list[str], net: "_NetworkPipes | None") -> list[str]:
+        spec = JailSpec(Path(session.workspace), [*python_paths(), *self.read_only], self.hidden,
+                        workspace_size=None if record.mounted else self.limits.disk_mb << 20,
+                        info_fd=net.info_write if net else None, resolv_conf_fd=net.resolv_read if net else None)
+        jail, staged = bwrap_argv(spec, staged=record.uid is not None)
+        command = [*jail, "--", *command]
+        if record.uid is not None:
+            command = [_UNSHARE, "--mount", "--propagation", "private", "--", "/bin/sh", "-c", STAGE_SCRIPT,
+                       "sh", *staged, "--", *_drop_to(record.uid), *command]
+        return command
+
+    def _attach_network(self, record: JailRecord, net: "_NetworkPipes") -> None:
+        """Give the jail its user-mode network (slirp4netns, as the session, in its cgroup)."""
+        os.close(net.info_write)
+        net.info_write = -1
+        child = network.read_child_pid(net.info_read, 30)
+        userns = network.userns_of_netns(child)
+        ready_read, ready_write = os.pipe()
+        try:
+            command = network.slirp_command(child, userns, ready_write)
+            if record.uid is not None:
+                command = [*_drop_to(record.uid), *command]
+            _, errors = self._launch(command, _launch_env(self.cgroups, record.key), "/", (userns, ready_write))
+            os.close(ready_write)
+            ready_write = -1
+            try:
+                network.wait_ready(ready_read, 30)
+            except IsolationError as err:
+                time.sleep(0.2)
+                raise IsolationError(f"{err}: {_read_pipe(errors)}") from None
+            finally:
+                os.close(errors)
+        finally:
+            os.close(userns)
+            os.close(ready_read)
+            if ready_write >= 0:
+                os.close(ready_write)
 
     def _launch(self, command: list[str], env: dict, workspace: str, fds: tuple) -> tuple[int, int]:
         """Start the launcher detached; (its pid, the read end of its stderr). The
@@ -328,6 +370,38 @@ def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[s
         shutil.rmtree(info.workspace, ignore_errors=True)
         ended += 1
     return ended
+
+
+def _drop_to(uid: int) -> list[str]:
+    return [_SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all", "--"]
+
+
+def _launch_env(cgroups: CgroupTree | None, key: str) -> dict[str, str]:
+    procs = " ".join(cgroups.procs_files(key)) if cgroups else ""
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8", "AF_CGROUP_PROCS": procs}
+
+
+class _NetworkPipes:
+    """The descriptors a ``network: full`` jail is started with: bwrap reports its pid
+    on one, reads the jail's resolv.conf from the other."""
+
+    def __init__(self):
+        self.info_read, self.info_write = os.pipe()
+        self.resolv_read, resolv_write = os.pipe()
+        os.write(resolv_write, network.RESOLV_CONF)
+        os.close(resolv_write)
+
+    @property
+    def inherited(self) -> tuple[int, int]:
+        return self.info_write, self.resolv_read
+
+    def close(self) -> None:
+        for fd in (self.info_read, self.info_write, self.resolv_read):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
 
 def control_dir(workspace_root: Path) -> Path:

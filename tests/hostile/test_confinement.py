@@ -192,6 +192,32 @@ def test_network_none_has_only_a_private_loopback_and_no_route(srv):
     assert out.split("ROUTES")[1].strip() == "" or "lo" in out.split("ROUTES")[1], out
 
 
+@pytest.mark.parametrize("kind", ["root", "nonroot"])
+def test_network_full_reaches_out_but_never_the_hosts_loopback(kind, tmp_path_factory):
+    server, cgroup = _start(kind, tmp_path_factory, {"resources": {"bash": {"enabled": True,
+                                                                            "config": {"network": "full"}}}})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    try:
+        w = wid()
+        create(server, w)
+        out = sh(server, w, "cat /proc/net/dev; echo ROUTES; tail -n +2 /proc/net/route; cat /etc/resolv.conf")
+        assert "tap0" in out and "00000000" in out.split("ROUTES")[1], out  # an interface and a default route
+        assert "nameserver 10.0.2.3" in out
+        for host in ("127.0.0.1", "10.0.2.2"):  # its own loopback; slirp's address of the host
+            for port in (server.port, listener.getsockname()[1]):
+                res = bash(server, w, f"exec 3<>/dev/tcp/{host}/{port} && echo CONNECTED", timeout=10)
+                assert "CONNECTED" not in res["data"]["stdout"], (host, port)
+        report = server.get("/health").json()["isolation"]["resources"]["bash"]
+        assert report["network"] == "full"
+    finally:
+        listener.close()
+        server.stop()
+        if cgroup:
+            nonroot.remove_cgroups(cgroup)
+
+
 # -- 7. limits per session ------------------------------------------------------------
 @pytest.fixture(scope="module", params=["root", "nonroot"])
 def tight(request, tmp_path_factory):
@@ -235,8 +261,10 @@ def test_workspace_disk_quota_and_file_size_limit(tight):
 def test_kernels_have_the_file_size_limit_too(tight):
     w = wid()
     create(tight, w, "code")
-    code = ("def write(n):\n    try:\n        open('f', 'wb').write(b'0' * n)\n        return 'ok'\n"
-            "    except OSError as e:\n        return e.strerror\n(write(8 << 20), write((8 << 20) + 1))")
+    # the close is inside the try: a write past the limit is cut short, the flush then fails
+    code = ("def write(n):\n    try:\n        with open('f', 'wb') as fh:\n            fh.write(b'0' * n)\n"
+            "        return 'ok'\n    except OSError as e:\n        return e.strerror\n"
+            "(write(8 << 20), write((8 << 20) + 1))")
     res = tight.post("/execute", {"worker_id": w, "action": "code:run", "params": {"code": code}}).json()
     assert res["code"] == 0 and res["data"]["result"] == "('ok', 'File too large')", res
 
