@@ -91,13 +91,6 @@ class CgroupTree:
                         break
                     time.sleep(0.01)
 
-    def memory_peak(self, key: str) -> int | None:
-        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
-        parent = self.parents["unified" if self.version == 2 else "memory"]
-        try:
-            return int((parent / key / name).read_text())
-        except (OSError, ValueError):
-            return None
 
 
 def _write(path: Path, value: str, optional: bool = False) -> None:

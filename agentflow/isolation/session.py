@@ -144,7 +144,21 @@ class Confinement:
             if self.cgroups is not None:
                 self.cgroups.create(key, self.limits.memory_mb << 20, self.limits.max_processes)
             _write_ledger(control, session, record)
-            record.pid, errors = self._spawn(session, record)
+            confined = self._bring_up(session, record, control, env, kernel, startup_timeout)
+        except BaseException as err:
+            self.stop(session)
+            if isinstance(err, (IsolationError, OSError)):
+                raise IsolationError(f"the session sandbox did not start: {err}") from None
+            raise
+        return confined
+
+    def _bring_up(self, session, record: JailRecord, control: Path, env: dict[str, str], kernel: dict | None,
+                  startup_timeout: float) -> ConfinedSession:
+        """Start the jail and its supervisor and configure it; the record is saved (state,
+        ledger, and the session row when the backend gave a way) before the supervisor
+        is first asked anything."""
+        record.pid, errors = self._spawn(session, record)
+        try:
             session.state["jail"] = dataclasses.asdict(record)
             _write_ledger(control, session, record)
             if getattr(session, "save_state", None) is not None:
@@ -156,13 +170,8 @@ class Confinement:
             except IsolationError as err:
                 detail = _read_pipe(errors)
                 raise IsolationError(f"{err}" + (f"; its output: {detail}" if detail else "")) from None
-            finally:
-                os.close(errors)
-        except BaseException as err:
-            self.stop(session)
-            if isinstance(err, (IsolationError, OSError)):
-                raise IsolationError(f"the session sandbox did not start: {err}") from None
-            raise
+        finally:
+            os.close(errors)
         return confined
 
     def _spawn(self, session, record: JailRecord) -> tuple[int, int]:
@@ -266,14 +275,8 @@ class Confinement:
         elif record.pid:
             _kill_process_session(record.pid)
         try:
-            record.pid, errors = self._spawn(session, record)
-            session.state["jail"] = dataclasses.asdict(record)
-            confined = ConfinedSession(record, 1 << 20)
-            try:
-                confined.request("configure", startup_timeout, env=env, cpu_seconds=self.limits.cpu_seconds,
-                                 file_size_mb=self.limits.file_size_mb, kernel=kernel or {})
-            finally:
-                os.close(errors)
+            confined = self._bring_up(session, record, control_dir(Path(session.workspace).parent), env, kernel,
+                                      startup_timeout)
         except (IsolationError, OSError) as err:
             raise IsolationError(f"the session sandbox could not be restarted: {err}") from None
         return confined
@@ -309,15 +312,6 @@ class Confinement:
             except FileNotFoundError:
                 pass
 
-    def memory_of(self, session) -> int | None:
-        record = JailRecord.from_state(session.state.get("jail"))
-        if self.cgroups is None or record is None:
-            return None
-        try:
-            return int((self.cgroups.paths(record.key)[0] / (
-                "memory.current" if self.cgroups.version == 2 else "memory.usage_in_bytes")).read_text())
-        except (OSError, ValueError):
-            return None
 
 
 # -- the ledger: every jail of this workspace root, for the cleaner -------------------
