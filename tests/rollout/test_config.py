@@ -9,14 +9,13 @@ import pytest
 from agentflow.config import ConfigError
 from agentflow.rollout import load_config
 from agentflow.rollout.config import fingerprint, run_identity
+from tests.fixtures import file_id, reference_files
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "configs"
-REFERENCE_FILES = sorted([*REFERENCE.glob("infer/*.json"), *REFERENCE.glob("trajectory/*.json")])
+REFERENCE_FILES = reference_files("configs/infer/*.json", "configs/trajectory/*.json")
 SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs" / "rollout").glob("*.json"))
 
 
-@pytest.mark.skipif(not REFERENCE_FILES, reason="AgentFlow reference configs not present")
-@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=file_id)
 def test_reference_configs_load_or_name_the_bad_key(path, monkeypatch):
     for var in ("OPENAI_API_KEY", "OPENROUTER_API_KEY", "OPENAI_API_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -32,8 +31,7 @@ def test_reference_configs_load_or_name_the_bad_key(path, monkeypatch):
     assert cfg.available_tools == raw["available_tools"]
 
 
-@pytest.mark.skipif(not REFERENCE_FILES, reason="AgentFlow reference configs not present")
-@pytest.mark.parametrize("path", REFERENCE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", REFERENCE_FILES, ids=file_id)
 def test_reference_configs_load_with_real_values(path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or")

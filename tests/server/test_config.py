@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from agentflow.config import ConfigError, expand_env, load_server_config
+from tests.fixtures import file_id, reference_files
 from tests.support.server import REPO, free_port
-
-SHARED = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server"
 
 
 def write(tmp_path: Path, data) -> Path:
@@ -104,12 +103,12 @@ def test_serve_reports_unwritable_data_dir(tmp_path):
     assert out.returncode == 2 and "data directory" in out.stderr and "Traceback" not in out.stderr
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared/reference is not present")
-@pytest.mark.parametrize("name", sorted(p.name for p in SHARED.glob("*.json")) if SHARED.exists() else [])
-def test_reference_configs_load_or_fail_clearly(name):
-    """AgentFlow's own server configs: each loads, or fails naming what is missing."""
+@pytest.mark.parametrize("path", reference_files("configs/sandbox-server/*.json"), ids=file_id)
+def test_reference_configs_load_or_fail_clearly(path):
+    """AgentFlow's server configs (tests/fixtures/reference, and ../shared when present):
+    each loads, or fails naming what is missing."""
     try:
-        cfg = load_server_config(SHARED / name, env={})
+        cfg = load_server_config(path, env={})
     except ConfigError as err:
         assert "${" not in str(err).split("uses")[0]
         assert "environment variable" in str(err) or "unknown" in str(err)

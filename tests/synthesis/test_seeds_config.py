@@ -7,10 +7,8 @@ import pytest
 
 from agentflow.config import ConfigError
 from agentflow.synthesis import SeedsError, load_config, load_seeds
+from tests.fixtures import REFERENCE_ROOTS, root_id
 from tests.support.server import REPO
-
-REFERENCE = REPO.parent / "shared" / "reference"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not available")
 
 
 def test_seeds_from_file_strings_and_dicts(tmp_path):
@@ -93,8 +91,8 @@ def test_shipped_configs_load(monkeypatch):
         assert load_seeds(REPO / cfg.seeds_file)
 
 
-@needs_reference
-def test_reference_configs_load_or_fail_clearly(monkeypatch):
+@pytest.mark.parametrize("REFERENCE", REFERENCE_ROOTS, ids=root_id)
+def test_reference_configs_load_or_fail_clearly(monkeypatch, REFERENCE):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
     for path in sorted((REFERENCE / "configs" / "synthesis").glob("*.json")):
@@ -111,7 +109,9 @@ def test_reference_configs_load_or_fail_clearly(monkeypatch):
     assert loaded["doc_config"].max_depth == 20 and loaded["web_config"].max_selected_traj == 2
 
 
-@needs_reference
-def test_reference_seeds_load():
-    for path in sorted((REFERENCE / "seeds").glob("*/seeds.jsonl")):
+@pytest.mark.parametrize("REFERENCE", REFERENCE_ROOTS, ids=root_id)
+def test_reference_seeds_load(REFERENCE):
+    paths = sorted((REFERENCE / "seeds").glob("*/seeds.jsonl"))
+    assert paths
+    for path in paths:
         assert load_seeds(path), path

@@ -14,8 +14,9 @@ from agentflow.tools.base import BackendConfigError, BackendContext, ParamError,
 from agentflow.tools._docparse import load_document
 from agentflow.tools.doc import DocBackend
 
+from tests.fixtures import FIXTURES, REFERENCE_ROOTS, SHARED, root_id
+
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "reference"
 MD = "seeds/doc/markdown/python_execution_model.md"
 HTML = "seeds/doc/html/python_compound_statements.html"
 PDF = "seeds/doc/pdf/python_format_strings.pdf"
@@ -222,9 +223,9 @@ def test_shipped_config_loads():
     assert backend.outline(call_ctx())["title"] == "Northwind Trails Annual Report 2024"
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/reference is absent")
-def test_reference_config_needs_vlm_api_key():
-    path = SHARED / "configs" / "sandbox-server" / "doc_config.json"
+@pytest.mark.parametrize("root", REFERENCE_ROOTS, ids=root_id)
+def test_reference_config_needs_vlm_api_key(root):
+    path = root / "configs" / "sandbox-server" / "doc_config.json"
     with pytest.raises(ConfigError, match="VLM_API_KEY"):
         load_server_config(path, env={})
     cfg = load_server_config(path, env={"VLM_API_KEY": "sk-test"})
@@ -234,15 +235,21 @@ def test_reference_config_needs_vlm_api_key():
         backend.outline(call_ctx())
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/reference is absent")
-def test_reference_seed_layout_is_read():
-    backend = make(roots=[SHARED])
-    seed = str(SHARED / "seeds" / "doc" / "seed" / "2210.02442v1")
+# (root, document, sections, third section's title, a section with a table, a word in it)
+SEED_LAYOUTS = [(FIXTURES, "tide-gauge-2023", 8, "1 Introduction", "7", "HarbourSet"),
+                (SHARED, "2210.02442v1", 23, "1 Introduction", "7", "PathMNIST")]
+
+
+@pytest.mark.parametrize("root,doc,count,title,table_section,word",
+                         [c for c in SEED_LAYOUTS if c[0] in REFERENCE_ROOTS], ids=lambda v: root_id(v) if isinstance(v, Path) else None)
+def test_reference_seed_layout_is_read(root, doc, count, title, table_section, word):
+    backend = make(roots=[root])
+    seed = str(root / "seeds" / "doc" / "seed" / doc)
     out = backend.outline(call_ctx(), seed_path=seed)
-    assert out["format"] == "xml" and out["section_count"] == 23
-    assert out["sections"][2]["title"] == "1 Introduction"
-    read = backend.read(call_ctx(), seed_path=seed, section_ids=["7"])["sections"][0]
-    assert "PathMNIST" in read["text"] and read["tables"]
+    assert out["format"] == "xml" and out["section_count"] == count
+    assert out["sections"][2]["title"] == title
+    read = backend.read(call_ctx(), seed_path=seed, section_ids=[table_section])["sections"][0]
+    assert word in read["text"] and read["tables"]
     hits = backend.search(call_ctx(), seed_path=seed, key_words=["cold start"])
     assert hits["total_matches"] > 3
 

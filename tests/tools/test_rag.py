@@ -12,6 +12,7 @@ import pytest
 from agentflow.tools._fts import match_query
 from agentflow.tools.base import BackendConfigError, BackendContext, BackendNotReady, ParamError, ToolContext
 from agentflow.tools.rag import RagBackend
+from tests.fixtures import REFERENCE_ROOTS, root_id
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "seeds" / "rag" / "corpus.jsonl"
@@ -294,12 +295,11 @@ def test_shipped_config_loads():
     assert backend.corpus_path == SHIPPED.resolve() and backend.default_top_k == 5
 
 
-REFERENCE = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server"
-
-
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference configs not available")
-def test_reference_rag_config_fails_with_a_clear_message(tmp_path):
+@pytest.mark.parametrize("root", REFERENCE_ROOTS, ids=root_id)
+def test_reference_rag_config_fails_with_a_clear_message(tmp_path, root):
     from agentflow.config import ConfigError, load_server_config
+
+    REFERENCE = root / "configs" / "sandbox-server"
 
     with pytest.raises(ConfigError, match="RAG_EMBEDDING_MODEL_PATH"):
         load_server_config(REFERENCE / "rag_config.json", env={})

@@ -13,11 +13,11 @@ import pytest
 from agentflow.config import load_server_config
 from agentflow.tools.base import BackendConfigError, BackendContext, ParamError, ToolContext, ToolError, ToolTimeout
 from agentflow.tools.text2sql import Text2SQLBackend
+from tests.fixtures import REFERENCE_ROOTS, root_id
 
 REPO = Path(__file__).resolve().parents[2]
 DB = REPO / "seeds" / "text2sql" / "retail.sqlite"
 CONFIG = {"resources": {"text2sql": {"config": {"statement_timeout": 1}}}}
-REFERENCE = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server" / "text2sql_config.json"
 
 
 def make(config=None, tmp_path=None) -> Text2SQLBackend:
@@ -183,8 +183,9 @@ def test_shipped_config_loads():
     assert list(backend.databases) == ["retail"]
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="../shared/reference is absent")
-def test_reference_config_empty_paths_mean_not_configured():
+@pytest.mark.parametrize("root", REFERENCE_ROOTS, ids=root_id)
+def test_reference_config_empty_paths_mean_not_configured(root):
+    REFERENCE = root / "configs" / "sandbox-server" / "text2sql_config.json"
     cfg = load_server_config(REFERENCE, env={})
     backend = Text2SQLBackend(cfg.resources["text2sql"], BackendContext(REPO / ".agentflow", [], project_dir=REPO))
     assert backend.databases == {}

@@ -17,6 +17,8 @@ from agentflow.tools.web.store import PageStore, normalize_url
 from agentflow.tools.base import BackendConfigError, BackendContext, ParamError, ToolContext, ToolError
 from agentflow.tools.web import WebBackend
 
+from tests.fixtures import REFERENCE_ROOTS, root_id
+
 REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / "seeds" / "web"
 JSON_URL = "https://docs.python.org/3/library/json.html"
@@ -396,17 +398,15 @@ def test_server_serper_through_fake_shares_cache_across_workers(server_factory, 
     assert body["data"]["pages"][0]["source"] == "jina"
 
 
-REFERENCE = REPO.parent / "shared" / "reference" / "configs" / "sandbox-server"
-
-
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="reference configs not available")
-def test_reference_web_config(make):
+@pytest.mark.parametrize("root", REFERENCE_ROOTS, ids=root_id)
+def test_reference_web_config(make, root):
     from agentflow.config import ConfigError, load_server_config
 
+    path = root / "configs" / "sandbox-server" / "web_config.json"
     with pytest.raises(ConfigError, match="SERPER_API_KEY"):
-        load_server_config(REFERENCE / "web_config.json", env={})
+        load_server_config(path, env={})
     env = {"SERPER_API_KEY": "s", "JINA_API_KEY": "j", "OPENROUTER_API_KEY": "o"}
-    cfg = load_server_config(REFERENCE / "web_config.json", env=env)
+    cfg = load_server_config(path, env=env)
     backend = make(**cfg.resources["web"])
     assert (backend.search_provider, backend.visit_method, backend.summary_model) == (
-        "serper", "jina", "openai/gpt-oss-120b")
+        "serper", "jina", json.loads(path.read_text())["apis"]["websearch"]["summary_model"])
