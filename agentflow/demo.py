@@ -147,7 +147,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
 
         t0 = time.perf_counter()
         summary = rollout(REPO_DIR / "configs/rollout/rag.json", progress=opts.progress, run_id=rollout_id,
-                          output_dir=str(home / "results" / rollout_id), number_of_tasks=opts.tasks,
+                          output_dir=str(home / "results"), number_of_tasks=opts.tasks,
                           max_turns=opts.max_turns, max_workers=1 if local else 4,
                           max_tool_output_chars=1500 if local else 8000, max_tokens=256 if local else None,
                           task_timeout=600.0, **common)
@@ -162,7 +162,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
 
         t0 = time.perf_counter()
         report = synthesize(REPO_DIR / "configs/synthesis/rag.json", progress=opts.progress, run_id=synth_id,
-                            output_dir=str(home / "results" / synth_id), number_of_seed=opts.seeds,
+                            output_dir=str(home / "results"), number_of_seed=opts.seeds,
                             max_depth=2, branching_factor=2, depth_threshold=1, min_depth=hops, min_hops=hops,
                             max_selected_traj=1, max_workers=1 if local else 2, max_expansions_per_seed=1 if local else 2,
                             max_observation_chars=1200 if local else 4000, max_tokens=256 if local else None,

@@ -1,15 +1,32 @@
-"""What rollout and synthesis runs share: run fingerprints, finding data files, and
-writing output files so that a crash never leaves half of one."""
+"""What rollout and synthesis runs share: run fingerprints, finding data files,
+writing output files so that a crash never leaves half of one, the per-run output
+folder with its ``latest`` link, and the heartbeat that tells a live run from one whose
+process is gone."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import logging
+import os
+import socket
+import threading
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .config import REPO_DIR
 
-__all__ = ["fingerprint", "find_data_file", "write_lines"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat", "effective_status", "fingerprint",
+           "find_data_file", "process_alive", "process_identity", "run_output_dir", "update_latest", "write_lines"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 5.0
+"""How often a running run writes ``heartbeat_at``."""
+HEARTBEAT_STALE_S = 6 * HEARTBEAT_INTERVAL_S
+"""A ``running`` run whose heartbeat is older than this is ``interrupted``."""
+LATEST = "latest"
+"""The link (or, where links cannot be made, the text file) in an output folder naming its newest run."""
 
 
 def fingerprint(identity: dict) -> str:
@@ -43,3 +60,98 @@ def write_lines(path: Path, lines: Iterable[str]) -> None:
             fh.write(line)
             fh.write("\n")
     tmp.replace(path)
+
+
+def run_output_dir(base: str | Path, run_id: str) -> Path:
+    """The folder of one run: ``<base>/<run_id>``."""
+    return Path(base) / run_id
+
+
+def update_latest(base: str | Path, run_id: str) -> Path:
+    """Point ``<base>/latest`` at ``<base>/<run_id>``, atomically (a new link renamed over
+    the old one, so a reader never finds it missing). Where symbolic links cannot be made,
+    ``latest`` is a text file holding the run id."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    target = base / LATEST
+    tmp = base / f".{LATEST}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        try:
+            os.symlink(run_id, tmp, target_is_directory=True)
+        except (OSError, NotImplementedError):
+            tmp.write_text(run_id + "\n", encoding="utf-8")
+        if target.is_dir() and not target.is_symlink():
+            log.warning("%s is a folder, not a link; not replacing it", target)
+            tmp.unlink()
+            return target
+        os.replace(tmp, target)
+    except OSError as err:
+        log.warning("cannot update %s: %s", target, err)
+    return target
+
+
+def process_alive(pid: int | None, host: str | None) -> bool | None:
+    """Whether process ``pid`` runs on ``host``: ``None`` when unknown (another host, no pid)."""
+    if not pid or not host or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return None
+    return True
+
+
+def effective_status(run, now: dt.datetime | None = None) -> str:
+    """The status to show for a run row (rollout or synthesis): its stored ``status``,
+    except that a ``running`` run whose process is dead (same host) or whose heartbeat is
+    older than :data:`HEARTBEAT_STALE_S` is ``interrupted``."""
+    if run.status != "running":
+        return run.status
+    alive = process_alive(getattr(run, "pid", None), getattr(run, "host", None))
+    if alive is False:
+        return "interrupted"
+    beat = getattr(run, "heartbeat_at", None) or run.updated_at
+    now = now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    if beat is not None and (now - beat).total_seconds() > HEARTBEAT_STALE_S and alive is not True:
+        return "interrupted"
+    return run.status
+
+
+class Heartbeat:
+    """A daemon thread calling ``beat()`` every ``interval`` seconds until stopped.
+    ``beat`` writes ``heartbeat_at`` (its errors are logged, never raised)."""
+
+    def __init__(self, beat: Callable[[], None], interval: float = HEARTBEAT_INTERVAL_S):
+        self._beat, self.interval = beat, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval + 5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat()
+            except Exception as err:  # boundary: a failed beat must not end the run
+                log.debug("heartbeat failed: %s", err)
+
+
+def process_identity() -> dict:
+    """``pid`` and ``host`` of this process, for a run row."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}

@@ -83,4 +83,24 @@ def format_summary(s: dict) -> str:
     for key in ("results_file", "trajectories_file", "summary_file"):
         if s.get(key):
             lines.append(f"  {key.replace('_file', ''):<11} {s[key]}")
+    lines.extend(format_failures(s))
     return "\n".join(lines)
+
+
+def format_failures(s: dict) -> list[str]:
+    """Why tasks did not complete (outcome × reason, top error messages), the run's error
+    and, for a run that can go on, the command that resumes it."""
+    lines: list[str] = []
+    failed = [b for b in s.get("breakdown") or [] if b["outcome"] != "completed"]
+    if failed:
+        lines.append("  outcomes    " + "; ".join(f"{b['outcome']} × {b['reason']}: {b['count']}"
+                                              for b in s.get("breakdown") or []))
+    if s.get("top_errors"):
+        lines.append("  top errors")
+        for e in s["top_errors"]:
+            lines.append(f"    {e['count']:>4} × {e['message'][:300]}")
+    if s.get("error"):
+        lines.append(f"  error       {s['error']}")
+    if s.get("status") in ("error", "cancelled") and "resume" not in (s.get("error") or ""):
+        lines.append(f"  resume      agentflow rollout --run-id {s['run_id']} --resume")
+    return lines

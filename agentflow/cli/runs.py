@@ -1,4 +1,8 @@
-"""``agentflow runs list|show|export``: read stored rollout runs."""
+"""``agentflow runs list|show|export``: read stored rollout and synthesis runs.
+
+A ``running`` run whose process is gone (dead pid on this host, or a heartbeat older
+than ``agentflow.runfiles.HEARTBEAT_STALE_S``) is shown as ``interrupted``, with the
+command that resumes it."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +12,7 @@ from . import CommandError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("runs", help="list, show and export stored rollout runs")
+    parser = sub.add_parser("runs", help="list, show and export stored rollout and synthesis runs")
     rsub = parser.add_subparsers(dest="runs_command", metavar="ACTION")
     rsub.required = True
     p = rsub.add_parser("list", help="recent runs")
@@ -38,22 +42,55 @@ def _session(args):
     return engine, make_session_factory(engine)()
 
 
+def _resume_hint(kind: str, run_id: str) -> str:
+    command = "rollout" if kind == "rollout" else "synthesize"
+    return f"agentflow {command} --run-id {run_id} --resume"
+
+
 def _list(args: argparse.Namespace) -> int:
-    from ..rollout.store import list_runs
+    from sqlalchemy import func, select
+
+    from ..db.synthesis import QA_ACCEPTED, SEED_DONE, SynthesisQA, SynthesisRun, SynthesisSeed
+    from ..rollout.store import list_runs, progress_counts
+    from ..runfiles import effective_status
 
     engine, session = _session(args)
+    rows = []
     with session:
-        runs = list_runs(session, args.limit)
-        if not runs:
-            print("no rollout runs")
-        for run in runs:
-            s = run.summary or {}
-            acc = s.get("accuracy")
-            print(f"{run.id:<44} {run.status:<10} {run.benchmark_name:<16} {run.model_name:<24} "
-                  f"done {s.get('completed', 0) + s.get('failed', 0)}/{run.total_tasks:<5} "
-                  f"acc {'-' if acc is None else f'{acc:.4f}'}  {run.created_at:%Y-%m-%d %H:%M}")
+        for run in list_runs(session, args.limit):
+            counts = progress_counts(session, run.id)  # live: a run still going has no summary yet
+            acc = (run.summary or {}).get("accuracy")
+            rows.append((run.created_at, "rollout", run.id, effective_status(run), run.benchmark_name, run.model_name,
+                         f"done {sum(counts.values())}/{run.total_tasks}",
+                         f"acc {'-' if acc is None else f'{acc:.4f}'}"))
+        for run in session.scalars(select(SynthesisRun).order_by(SynthesisRun.created_at.desc()).limit(args.limit)):
+            done = session.scalar(select(func.count()).where(SynthesisSeed.run_id == run.id,
+                                                             SynthesisSeed.status == SEED_DONE)) or 0
+            qa = session.scalar(select(func.count()).where(SynthesisQA.run_id == run.id,
+                                                           SynthesisQA.status == QA_ACCEPTED)) or 0
+            rows.append((run.created_at, "synthesis", run.id, effective_status(run), "-", run.model_name,
+                         f"done {done}/{run.total_seeds}", f"qa {qa}"))
+        rows.sort(key=lambda r: r[0], reverse=True)
+        rows = rows[: args.limit]
+        if not rows:
+            print("no runs")
+        else:
+            print(f"{'KIND':<9} {'RUN':<44} {'STATUS':<11} {'BENCHMARK':<12} {'MODEL':<24} {'PROGRESS':<13} "
+                  f"{'RESULT':<11} STARTED")
+        for created, kind, run_id, status, bench, model, progress, result in rows:
+            print(f"{kind:<9} {run_id:<44} {status:<11} {bench:<12} {model:<24} {progress:<13} {result:<11} "
+                  f"{created:%Y-%m-%d %H:%M}")
+        for created, kind, run_id, status, *_ in rows:
+            if status == "interrupted":
+                print(f"{run_id} was interrupted (its process is gone); resume: {_resume_hint(kind, run_id)}")
     engine.dispose()
     return 0
+
+
+def _synthesis_run(session, run_id: str):
+    from ..synthesis.store import get_run
+
+    return get_run(session, run_id)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -67,7 +104,9 @@ def _show(args: argparse.Namespace) -> int:
     with session:
         run = get_run(session, args.run_id)
         if run is None:
-            raise CommandError(f"no rollout run {args.run_id!r}")
+            if _synthesis_run(session, args.run_id) is not None:
+                return _show_synthesis(session, args)
+            raise CommandError(f"no rollout or synthesis run {args.run_id!r}")
         newest = latest_attempts(session, args.run_id)
         if args.task:
             rows = [a for (task_id, _), a in sorted(newest.items()) if task_id == args.task]
@@ -81,6 +120,9 @@ def _show(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2, default=str))
             return 0
         print(format_summary(summary))
+        if summary["status"] == "interrupted":
+            print(f"  interrupted: the process that ran it (pid {run.pid} on {run.host}) is gone; resume: "
+                  f"{_resume_hint('rollout', run.id)}")
         for a in session.scalars(select(RolloutAttempt).where(RolloutAttempt.id.in_([a.id for a in newest.values()]))
                                  .order_by(RolloutAttempt.id)):
             score = "-" if a.score is None else f"{a.score:.2f}"
@@ -90,16 +132,50 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_synthesis(session, args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from ..db.synthesis import SynthesisSeed
+    from ..synthesis.store import report
+    from .synthesize import format_report
+
+    run = _synthesis_run(session, args.run_id)
+    if args.task:
+        raise CommandError(f"{args.run_id!r} is a synthesis run: --task is for rollout runs")
+    rep = {**(run.report or {}), **report(session, run)}
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+        return 0
+    print(format_report(rep))
+    if rep["status"] == "interrupted":
+        print(f"  interrupted: the process that ran it (pid {run.pid} on {run.host}) is gone; resume: "
+              f"{_resume_hint('synthesis', run.id)}")
+    for seed in session.scalars(select(SynthesisSeed).where(SynthesisSeed.run_id == run.id)
+                                .order_by(SynthesisSeed.seed_index)):
+        print(f"  seed {seed.seed_index:<4} {seed.status:<9} {(seed.error or seed.content or '')[:70]!r}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..rollout.store import export_run
+    from ..synthesis.store import export_run as export_synthesis
 
     engine, session = _session(args)
     with session:
-        try:
-            summary = export_run(session, args.run_id, args.output_dir)
-        except LookupError as err:
-            raise CommandError(str(err)) from err
+        if _synthesis_run(session, args.run_id) is not None:
+            stored = _synthesis_run(session, args.run_id).report or {}
+            rep = export_synthesis(session, args.run_id, args.output_dir,
+                                   extra={"throughput": stored.get("throughput")} if stored.get("throughput") else None)
+            keys = ("qa_file", "trajectories_file", "report_file")
+            summary = rep
+        else:
+            try:
+                summary = export_run(session, args.run_id, args.output_dir)
+            except LookupError as err:
+                raise CommandError(f"no rollout or synthesis run {args.run_id!r} in this database") from err
+            keys = ("results_file", "trajectories_file", "summary_file")
     engine.dispose()
-    for key in ("results_file", "trajectories_file", "summary_file"):
-        print(f"wrote {summary[key]}")
+    for key in keys:
+        if summary.get(key):
+            print(f"wrote {summary[key]}")
     return 0

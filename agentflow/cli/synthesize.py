@@ -65,7 +65,9 @@ def format_report(r: dict) -> str:
     lines.append(f"  seeds       {seeds['total']} (done {seeds['done']})")
     lines.append(f"  nodes       {nodes['total']} ({nodes['actions']} actions, "
                  + ", ".join(f"{k} {v}" for k, v in nodes["by_kind"].items() if k not in ("action",)) + ")")
-    lines.append(f"  paths       {paths['candidates']} candidates, {paths['selected']} selected")
+    depth = f"   (deepest {paths['deepest']}, min_depth {paths['min_depth']})" \
+        if paths.get("min_depth") is not None and "deepest" in paths else ""
+    lines.append(f"  paths       {paths['candidates']} candidates, {paths['selected']} selected{depth}")
     reasons = ", ".join(f"{k} {v}" for k, v in qa["rejected_by_reason"].items())
     lines.append(f"  qa          {qa['accepted']} accepted, {qa['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
     t = r.get("throughput") or {}
@@ -75,4 +77,9 @@ def format_report(r: dict) -> str:
     for key in ("qa_file", "trajectories_file", "report_file"):
         if r.get(key):
             lines.append(f"  {key:<17} {r[key]}")
+    if r.get("explanation"):
+        lines.append("  why no QA")
+        lines.extend(f"    - {why}" for why in r["explanation"])
+    if r.get("status") in ("error", "cancelled") and "resume" not in (r.get("error") or ""):
+        lines.append(f"  resume      agentflow synthesize --run-id {r['run_id']} --resume")
     return "\n".join(lines)

@@ -24,6 +24,9 @@ RUN_RUNNING = "running"
 RUN_SUCCESS = "success"
 RUN_ERROR = "error"
 RUN_CANCELLED = "cancelled"
+RUN_INTERRUPTED = "interrupted"
+"""Shown (never stored) for a ``running`` run whose process is gone: see
+``agentflow.runfiles.effective_status``."""
 
 ATTEMPT_COMPLETED = "completed"
 """The agent gave a final answer."""
@@ -32,9 +35,11 @@ ATTEMPT_MAX_TURNS = "max_turns"
 ATTEMPT_TIMEOUT = "timeout"
 """The task ran past ``task_timeout``."""
 ATTEMPT_ERROR = "error"
-"""The task failed for a reason a retry will not fix (e.g. the model rejected the request)."""
+"""The task failed for a reason a retry will not fix (not written by the current runner,
+which records every model or sandbox failure as ``infra_error``)."""
 ATTEMPT_INFRA_ERROR = "infra_error"
-"""The sandbox or the model endpoint failed (after retries); retried on resume."""
+"""The sandbox or the model endpoint failed (after retries, or refused the request: wrong
+key, unknown model, 400); the run is ``error`` and the attempt is retried on resume."""
 
 
 class RolloutRun(Base):
@@ -46,7 +51,9 @@ class RolloutRun(Base):
     benchmark_name: Mapped[str] = mapped_column(String(200), default="")
     status: Mapped[str] = mapped_column(String(16), default=RUN_RUNNING, index=True)
     """``running``, ``success`` (every task has a final attempt), ``error`` (some tasks
-    failed for infrastructure reasons and can be resumed) or ``cancelled``."""
+    failed for infrastructure reasons, or the run stopped early on fatal model errors;
+    it can be resumed) or ``cancelled``. ``runs list`` shows ``interrupted`` for a
+    ``running`` run whose process is gone."""
     model_name: Mapped[str] = mapped_column(String(200))
     data_path: Mapped[str] = mapped_column(Text, default="")
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -60,6 +67,13 @@ class RolloutRun(Base):
     summary: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     error: Mapped[Optional[str]] = mapped_column(Text)
     output_dir: Mapped[Optional[str]] = mapped_column(Text)
+    heartbeat_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    """Updated every few seconds by the process running the run (see
+    ``agentflow.runfiles.Heartbeat``); a stale one means the process is gone."""
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    """The pid of the process running (or that last ran) the run."""
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    """The host name of that process."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)

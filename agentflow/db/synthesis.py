@@ -27,6 +27,9 @@ RUN_RUNNING = "running"
 RUN_SUCCESS = "success"
 RUN_ERROR = "error"
 RUN_CANCELLED = "cancelled"
+RUN_INTERRUPTED = "interrupted"
+"""Shown (never stored) for a ``running`` run whose process is gone: see
+``agentflow.runfiles.effective_status``."""
 
 SEED_PENDING = "pending"
 SEED_SAMPLING = "sampling"
@@ -63,6 +66,13 @@ class SynthesisRun(Base):
     """The run report (counts of seeds, nodes, paths, QA by outcome and reason)."""
     error: Mapped[Optional[str]] = mapped_column(Text)
     output_dir: Mapped[Optional[str]] = mapped_column(Text)
+    heartbeat_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    """Updated every few seconds by the process running the run (see
+    ``agentflow.runfiles.Heartbeat``); a stale one means the process is gone."""
+    pid: Mapped[Optional[int]] = mapped_column(Integer)
+    """The pid of the process running (or that last ran) the run."""
+    host: Mapped[Optional[str]] = mapped_column(String(255))
+    """The host name of that process."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)

@@ -28,7 +28,7 @@ from ..db.rollout import (
     ATTEMPT_MAX_TURNS,
     ATTEMPT_TIMEOUT,
 )
-from ..llm import ChatModel, LLMError, LLMTimeoutError, Usage
+from ..llm import ChatModel, LLMAuthError, LLMBadRequestError, LLMError, LLMTimeoutError, Usage
 from ..sandbox import Sandbox, SandboxError, SandboxRequestError, SandboxTimeoutError
 from .tasks import Task
 
@@ -185,6 +185,10 @@ class AgentResult:
     started_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     duration_ms: float = 0.0
+    fatal: bool = False
+    """The model endpoint refused the request in a way no other task will get past
+    (wrong key, unknown model, a malformed request): the runner stops the run after a
+    few identical ones (see ``agentflow.rollout.runner.FATAL_REPEAT``)."""
 
 
 @dataclasses.dataclass
@@ -250,6 +254,12 @@ def run_agent(
             loop.sessions.close()
 
 
+def is_fatal_model_error(err: LLMError) -> bool:
+    """A refusal that the next request will get too: 401/403 (key), 404 (model not
+    served) and 400/422 (the request itself). Rate limits, 5xx and timeouts are not."""
+    return isinstance(err, (LLMAuthError, LLMBadRequestError))
+
+
 class _Loop:
     def __init__(self, task, model, sandbox, toolbox, settings, trace_id, stop, sessionless):
         self.task, self.model, self.sandbox, self.toolbox = task, model, sandbox, toolbox
@@ -300,8 +310,10 @@ class _Loop:
                 self.result.model_ms += (time.perf_counter() - t0) * 1000
                 if isinstance(err, LLMTimeoutError) and self._remaining() is not None and self._remaining() <= 0:
                     return self._finish(ATTEMPT_TIMEOUT, f"task_timeout of {s.task_timeout:g} s reached")
-                return self._finish(ATTEMPT_INFRA_ERROR if err.retryable else ATTEMPT_ERROR,
-                                    f"{type(err).__name__}: {err}")
+                # every model failure is an infrastructure failure of the run (the task was
+                # never really attempted): it makes the run ``error`` and resume retries it
+                self.result.fatal = is_fatal_model_error(err)
+                return self._finish(ATTEMPT_INFRA_ERROR, f"{type(err).__name__}: {err}")
             self.result.model_ms += (time.perf_counter() - t0) * 1000
             self.result.usage += reply.usage
             self.result.turns = turn

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import logging
+import os
 import queue
 import threading
 import uuid
@@ -36,12 +37,22 @@ from ..version import __version__
 from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscoveryError, discover_tools, run_agent
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
 from .metrics import Score, score_prediction
-from .store import add_attempt, export_run, get_run, latest_attempts, touch_run
+from ..runfiles import Heartbeat, effective_status, process_alive, process_identity, run_output_dir, update_latest
+from .store import add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, touch_run
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
 
-__all__ = ["FingerprintMismatch", "RolloutError", "Runner", "pipeline", "quick_rollout", "rollout"]
+__all__ = ["FATAL_REPEAT", "FingerprintMismatch", "RolloutError", "Runner", "pipeline", "quick_rollout", "rollout",
+           "resume_command"]
 
 log = logging.getLogger(__name__)
+
+FATAL_REPEAT = 3
+"""Identical fatal model errors in a row (wrong key, unknown model, 400) that stop a run."""
+
+
+def resume_command(run_id: str) -> str:
+    """The command that continues a stored rollout run."""
+    return f"agentflow rollout --run-id {run_id} --resume"
 
 
 class RolloutError(Exception):
@@ -236,6 +247,7 @@ class Runner:
                 id=self.run_id, benchmark_name=cfg.benchmark_name, status=RUN_RUNNING, model_name=cfg.model_name,
                 data_path=str(cfg.data_path), fingerprint=fp, fingerprint_version=FINGERPRINT_VERSION,
                 total_tasks=len(tasks) * cfg.n_samples, output_dir=str(self.output_dir),
+                heartbeat_at=utcnow(), **process_identity(),
                 spec={"config": cfg.public_dict(), "identity": identity, "scoring": cfg.scoring,
                       "metric": cfg.metric if cfg.scoring else None, "agentflow_version": __version__,
                       "dataset": {"path": str(resolve_path(cfg.data_path, cfg)),
@@ -246,6 +258,9 @@ class Runner:
         if not cfg.resume:
             raise RolloutError(f"rollout run {self.run_id!r} already exists; pass resume=True (--resume) to "
                                f"continue it, or choose another run_id")
+        if _still_running(run):
+            raise RolloutError(f"rollout run {self.run_id!r} is still running (pid {run.pid} on {run.host}); "
+                               f"wait for it or stop that process first")
         stored = (run.spec or {}).get("identity") or {}
         if run.fingerprint != fp or run.fingerprint_version != FINGERPRINT_VERSION:
             changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
@@ -254,7 +269,8 @@ class Runner:
                 f"cannot resume run {self.run_id!r}: its configuration or dataset changed since it started "
                 f"({details or 'fingerprint version changed'}). Restore the original settings, or start a new "
                 f"run with another run_id.")
-        touch_run(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir))
+        touch_run(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir),
+                  heartbeat_at=utcnow(), **process_identity())
         return run
 
     # ------------------------------------------------------------------ run
@@ -265,7 +281,9 @@ class Runner:
         identity = run_identity(cfg, dataset_checksum(tasks))
         fp = fingerprint(identity)
         self.run_id = cfg.run_id or _new_run_id(cfg.benchmark_name)
-        self.output_dir = Path(cfg.output_dir or Path("rollout_results") / self.run_id)
+        # every run has its own folder under output_dir, and output_dir/latest names the newest
+        self.output_base = Path(cfg.output_dir or "rollout_results")
+        self.output_dir = run_output_dir(self.output_base, self.run_id)
         url, lock_dir = database_url(cfg.database_url)
         upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
         # read-then-write transactions on a database the server also writes: take the
@@ -277,6 +295,8 @@ class Runner:
                 self._open_run(s, tasks, identity, fp)
                 newest = latest_attempts(s, self.run_id)
                 s.commit()
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            update_latest(self.output_base, self.run_id)
             todo = [(t, i, newest[(t.id, i)].attempt + 1 if (t.id, i) in newest else 1)
                     for t in tasks for i in range(cfg.n_samples)
                     if (t.id, i) not in newest or newest[(t.id, i)].status == ATTEMPT_INFRA_ERROR]
@@ -284,7 +304,8 @@ class Runner:
             if cfg.resume:
                 log.info("resuming run %s: %d of %d task samples to run", self.run_id, len(todo), total)
             try:
-                status, error = self._execute(todo, total - len(todo), total)
+                with Heartbeat(self._beat):
+                    status, error = self._execute(todo, total - len(todo), total)
             except RolloutError as err:
                 self._finish(RUN_ERROR, str(err))
                 raise
@@ -306,6 +327,8 @@ class Runner:
             slots.put(sb)
         bar = _progress_bar(total, already, cfg.benchmark_name, disable=not self.progress)
         self._counts = {"done": 0, "correct": 0.0, "failed": 0, "infra": 0}
+        self._fatal: tuple[str, int] = ("", 0)  # (error signature, times in a row)
+        self.fatal_error: str | None = None
         pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollout")
         try:
             futures = [pool.submit(self._one, task, sample, attempt, slots) for task, sample, attempt in todo]
@@ -315,6 +338,8 @@ class Runner:
                     continue
                 bar.update(1)
                 bar.set_postfix(self._postfix(outcome), refresh=False)
+                if self.fatal_error:
+                    break
         except KeyboardInterrupt:
             self.stop.set()
             log.warning("interrupted: waiting for in-flight tasks to stop (they are not recorded)")
@@ -327,9 +352,38 @@ class Runner:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
         self._close_sandboxes(sandboxes)
+        if self.fatal_error:
+            log.debug("%s", self.fatal_error)
+            return RUN_ERROR, self.fatal_error
         if self._counts["infra"]:
-            return RUN_ERROR, f"{self._counts['infra']} task(s) failed for infrastructure reasons; resume to retry"
+            return RUN_ERROR, (f"{self._counts['infra']} task(s) failed for infrastructure reasons; fix the cause, "
+                               f"then resume to retry them: {resume_command(self.run_id)}")
         return RUN_SUCCESS, None
+
+    def _note_fatal(self, result: AgentResult) -> None:
+        """Count identical fatal model errors in a row; at :data:`FATAL_REPEAT` stop the run."""
+        if result.status == ATTEMPT_INFRA_ERROR and not result.fatal:
+            return  # a passing outage (timeouts, 5xx) neither counts nor resets
+        with self._write_lock:
+            if not result.fatal:
+                self._fatal = ("", 0)
+                return
+            sig = error_signature(result.error)
+            n = self._fatal[1] + 1 if self._fatal[0] == sig else 1
+            self._fatal = (sig, n)
+            if n >= FATAL_REPEAT and not self.fatal_error:
+                short = error_reason(result.status, result.error)
+                self.fatal_error = (f"stopped early: {n} requests in a row failed with the same fatal model error "
+                                    f"({short}). Fix api_key or base_url, or serve the model (another "
+                                    f"model_name is a new run), then resume: {resume_command(self.run_id)}")
+                self.stop.set()
+
+    def _beat(self) -> None:
+        with self._write_lock, self.sessions() as s:
+            run = get_run(s, self.run_id)
+            if run is not None:
+                run.heartbeat_at = utcnow()
+                s.commit()
 
     def _postfix(self, outcome: tuple[str, Score | None]) -> dict:
         status, score = outcome
@@ -398,9 +452,10 @@ class Runner:
                 result = AgentResult(status=ATTEMPT_INFRA_ERROR, error=f"unexpected {type(err).__name__}: {err}")
         finally:
             slots.put(sandbox)
-        score = self._score(task, result)
         if self.stop.is_set() and result.status == ATTEMPT_INFRA_ERROR:
             return None
+        self._note_fatal(result)
+        score = self._score(task, result)
         with self._write_lock, self.sessions() as s:
             add_attempt(s, run_id=self.run_id, task=task, sample_index=sample, attempt=attempt, result=result,
                         score=score, metric=self.cfg.metric if self.cfg.scoring else None, trace_id=trace_id,
@@ -420,7 +475,7 @@ class Runner:
         cfg = self.cfg
         with self._write_lock, self.sessions() as s:
             run = get_run(s, self.run_id)
-            touch_run(run, status=status, error=error, finished_at=utcnow())
+            touch_run(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
             s.flush()
             summary = export_run(s, self.run_id, self.output_dir, results=cfg.save_results,
                                  trajectories=cfg.save_results and cfg.save_trajectories,
@@ -428,6 +483,14 @@ class Runner:
             run.summary = summary
             s.commit()
         return summary
+
+
+def _still_running(run: RolloutRun) -> bool:
+    """Another live process runs this run (its heartbeat is fresh, or its pid is alive here)."""
+    if run.status != RUN_RUNNING or run.pid == os.getpid() and run.host == process_identity()["host"]:
+        return False
+    return effective_status(run) == RUN_RUNNING and process_alive(run.pid, run.host) is not False \
+        and run.heartbeat_at is not None
 
 
 def _short(value: Any, limit: int = 60) -> str:

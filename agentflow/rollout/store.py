@@ -7,7 +7,9 @@ always produced from the database by :func:`export_run`, the same code that
 """
 from __future__ import annotations
 
+import collections
 import json
+import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from ..runfiles import write_lines
+from ..runfiles import effective_status, write_lines
 from ..db.base import isoformat, utcnow
 from ..db.rollout import (
     ATTEMPT_COMPLETED,
@@ -29,7 +31,8 @@ from .agent import AgentResult
 from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
-__all__ = ["add_attempt", "export_run", "get_run", "latest_attempts", "list_runs", "summarize"]
+__all__ = ["add_attempt", "breakdown", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
+           "progress_counts", "summarize", "top_errors"]
 
 RESULTS_FILE = "results.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -42,6 +45,14 @@ def get_run(session: Session, run_id: str) -> RolloutRun | None:
 
 def list_runs(session: Session, limit: int = 50) -> list[RolloutRun]:
     return list(session.scalars(select(RolloutRun).order_by(RolloutRun.created_at.desc()).limit(limit)))
+
+
+def progress_counts(session: Session, run_id: str) -> dict[str, int]:
+    """Newest attempts of a run by status (live, for a run still going)."""
+    out: dict[str, int] = {}
+    for a in latest_attempts(session, run_id).values():
+        out[a.status] = out.get(a.status, 0) + 1
+    return out
 
 
 def latest_attempts(session: Session, run_id: str) -> dict[tuple[str, int], RolloutAttempt]:
@@ -111,7 +122,7 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "run_id": run.id,
         "benchmark_name": run.benchmark_name,
         "model_name": run.model_name,
-        "status": run.status,
+        "status": effective_status(run),
         "metric": spec.get("metric") if scoring else None,
         "accuracy": None,
         "average_score": None,
@@ -124,6 +135,9 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "pending": max(run.total_tasks - len(done), 0),
         "infra_errors": outcomes.get(ATTEMPT_INFRA_ERROR, 0),
         "outcomes": outcomes,
+        "error": run.error,
+        "breakdown": breakdown(done),
+        "top_errors": top_errors(done),
     }
     if scoring and scored:
         summary["accuracy"] = round(sum(a.score or 0.0 for a in scored) / len(scored), 6)
@@ -147,6 +161,52 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
     })
     return summary
+
+
+_REQUEST_ID = re.compile(r",? ?request_id=[^,)\s]+")
+_HTTP = re.compile(r"\(HTTP (\d{3})")
+
+
+def error_reason(status: str, error: str | None) -> str:
+    """A short reason for an attempt's outcome: the error class and HTTP status for a
+    model failure (``LLMAuthError HTTP 401``), ``sandbox`` for a sandbox failure, the
+    outcome itself otherwise."""
+    if status == ATTEMPT_COMPLETED:
+        return "answered"
+    if not error:
+        return status
+    head = error.split(":", 1)[0].strip()
+    if head.startswith("LLM") and " " not in head:
+        m = _HTTP.search(error)
+        return f"{head} HTTP {m.group(1)}" if m else head
+    if error.startswith("sandbox failure"):
+        return "SandboxError"
+    if error.startswith("unexpected "):
+        return head.replace("unexpected ", "") or "unexpected"
+    if error.startswith("no final answer after max_turns"):
+        return "max_turns"
+    if error.startswith("task_timeout"):
+        return "task_timeout"
+    return head[:60]
+
+
+def error_signature(error: str | None) -> str:
+    """An error text without the provider's request id (equal for the same failure)."""
+    return _REQUEST_ID.sub("", error or "").replace(" ()", "").strip()
+
+
+def breakdown(attempts: list[RolloutAttempt]) -> list[dict]:
+    """Counts by (outcome, reason), largest first."""
+    counts = collections.Counter((a.status, error_reason(a.status, a.error)) for a in attempts)
+    return [{"outcome": o, "reason": r, "count": n}
+            for (o, r), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def top_errors(attempts: list[RolloutAttempt], limit: int = 5) -> list[dict]:
+    """The most frequent error messages (request ids left out), with counts."""
+    counts = collections.Counter(error_signature(a.error) for a in attempts
+                                 if a.error and a.status != ATTEMPT_COMPLETED)
+    return [{"message": m, "count": n} for m, n in counts.most_common(limit)]
 
 
 def _pass_at_k(attempts: list[RolloutAttempt], n: int) -> dict[str, float]:

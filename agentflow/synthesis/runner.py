@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import logging
+import os
 import threading
 import time
 import uuid
@@ -48,11 +49,21 @@ from .qa import DuplicateIndex, check_qa, generate_qa, trajectory_steps
 from .sampler import ExplorationError, TreeSampler
 from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
+from ..runfiles import Heartbeat, effective_status, process_alive, process_identity, run_output_dir, update_latest
 from .store import add_node, export_run, get_run, node_rows, touch
 
-__all__ = ["FingerprintMismatch", "SynthesisError", "Runner", "synthesize"]
+__all__ = ["FATAL_REPEAT", "FingerprintMismatch", "SynthesisError", "Runner", "resume_command", "synthesize"]
 
 log = logging.getLogger(__name__)
+
+FATAL_REPEAT = 3
+"""Seeds in a row failing with the same fatal model error (wrong key, unknown model, 400)
+that stop a run."""
+
+
+def resume_command(run_id: str) -> str:
+    """The command that continues a stored synthesis run."""
+    return f"agentflow synthesize --run-id {run_id} --resume"
 
 
 class SynthesisError(Exception):
@@ -148,6 +159,8 @@ class Runner:
         self.stop = threading.Event()
         self._write_lock = threading.Lock()
         self.nodes_made = 0
+        self._fatal: tuple[str, int] = ("", 0)
+        self.fatal_error: str | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -159,7 +172,7 @@ class Runner:
                 raise SynthesisError(f"no synthesis run {self.run_id!r} to resume; leave out --resume to start it")
             run = SynthesisRun(id=self.run_id, status=RUN_RUNNING, model_name=cfg.model_name, fingerprint=fp,
                                fingerprint_version=FINGERPRINT_VERSION, total_seeds=len(self.seeds),
-                               output_dir=str(self.output_dir),
+                               output_dir=str(self.output_dir), heartbeat_at=utcnow(), **process_identity(),
                                spec={"config": cfg.public_dict(), "identity": identity,
                                      "agentflow_version": __version__})
             s.add(run)
@@ -170,6 +183,11 @@ class Runner:
         if not cfg.resume:
             raise SynthesisError(f"synthesis run {self.run_id!r} already exists; pass resume=True (--resume) to "
                                  f"continue it, or choose another run_id")
+        if run.status == RUN_RUNNING and not (run.pid == os.getpid() and run.host == process_identity()["host"]) \
+                and run.heartbeat_at is not None and effective_status(run) == RUN_RUNNING \
+                and process_alive(run.pid, run.host) is not False:
+            raise SynthesisError(f"synthesis run {self.run_id!r} is still running (pid {run.pid} on {run.host}); "
+                                 f"wait for it or stop that process first")
         stored = (run.spec or {}).get("identity") or {}
         if run.fingerprint != fp or run.fingerprint_version != FINGERPRINT_VERSION:
             changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
@@ -177,7 +195,8 @@ class Runner:
                 f"cannot resume run {self.run_id!r}: its config or seeds changed since it started "
                 f"(changed: {', '.join(changed) or 'fingerprint version'}). Restore the original settings, or "
                 f"start a new run with another run_id.")
-        touch(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir))
+        touch(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir),
+              heartbeat_at=utcnow(), **process_identity())
         return run
 
     def _open_sandbox(self) -> Sandbox:
@@ -198,7 +217,9 @@ class Runner:
         identity = run_identity(cfg, seeds_checksum(self.seeds))
         fp = fingerprint(identity)
         self.run_id = cfg.run_id or _new_run_id()
-        self.output_dir = Path(cfg.output_dir or Path("synthesis_results") / self.run_id)
+        # every run has its own folder under output_dir, and output_dir/latest names the newest
+        self.output_base = Path(cfg.output_dir or "synthesis_results")
+        self.output_dir = run_output_dir(self.output_base, self.run_id)
         url, lock_dir = database_url(cfg.database_url)
         upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
         # read-then-write transactions share the file with the server's audit writes:
@@ -215,12 +236,15 @@ class Runner:
                                                 SynthesisSeed.status != SEED_DONE).order_by(SynthesisSeed.seed_index))]
                 accepted = list(s.scalars(select(SynthesisQA.question).where(
                     SynthesisQA.run_id == self.run_id, SynthesisQA.status == QA_ACCEPTED)))
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            update_latest(self.output_base, self.run_id)
             if cfg.resume:
                 log.info("resuming synthesis run %s: %d of %d seeds to do", self.run_id, len(todo), len(self.seeds))
             self.duplicates = DuplicateIndex(cfg.question_similarity_threshold, accepted)
             self.accepted = len(accepted)
             try:
-                status, error = self._execute(todo)
+                with Heartbeat(self._beat):
+                    status, error = self._execute(todo)
             except SynthesisError as err:
                 self._finish(RUN_ERROR, str(err), started)
                 raise
@@ -251,11 +275,46 @@ class Runner:
             outcomes = self._pool(todo)
         finally:
             self.sandbox.close_sync()
+        if self.fatal_error:
+            log.debug("%s", self.fatal_error)
+            return RUN_ERROR, self.fatal_error
         failed = [i for i, ok in outcomes.items() if ok is False]
         if failed:
             return RUN_ERROR, (f"{len(failed)} seed(s) failed ({', '.join(map(str, sorted(failed)[:10]))}); "
-                               f"see synthesis_seeds.error and resume the run to retry them")
+                               f"see synthesis_seeds.error; fix the cause, then resume to retry them: "
+                               f"{resume_command(self.run_id)}")
         return RUN_SUCCESS, None
+
+    def _note_failure(self, err: Exception | None) -> None:
+        """Count seeds failing in a row with the same fatal model error; at
+        :data:`FATAL_REPEAT` stop the run. ``None``: a seed that did not fail that way."""
+        from ..llm import LLMAuthError, LLMBadRequestError
+        from ..rollout.store import error_signature
+
+        cause = err
+        while cause is not None and not isinstance(cause, LLMError):
+            cause = cause.__cause__
+        with self._write_lock:
+            if not isinstance(cause, (LLMAuthError, LLMBadRequestError)):
+                if err is None:
+                    self._fatal = ("", 0)
+                return
+            sig = error_signature(f"{type(cause).__name__}: {cause}")
+            n = self._fatal[1] + 1 if self._fatal[0] == sig else 1
+            self._fatal = (sig, n)
+            if n >= FATAL_REPEAT and not self.fatal_error:
+                short = type(cause).__name__ + (f" HTTP {cause.status}" if cause.status else "")
+                self.fatal_error = (f"stopped early: {n} seeds in a row failed with the same fatal model error "
+                                    f"({short}). Fix api_key or base_url, or serve the model (another "
+                                    f"model_name is a new run), then resume: {resume_command(self.run_id)}")
+                self.stop.set()
+
+    def _beat(self) -> None:
+        with self._write_lock, self.sessions() as s:
+            run = get_run(s, self.run_id)
+            if run is not None:
+                run.heartbeat_at = utcnow()
+                s.commit()
 
     def _pool(self, todo: list[tuple[int, int]]) -> dict[int, bool | None]:
         from tqdm import tqdm
@@ -311,10 +370,12 @@ class Runner:
             self._set_seed(seed_id, status=SEED_SAMPLED)
             self._qa(seed_id, seed, sampler, root)
             self._set_seed(seed_id, status=SEED_DONE, finished_at=utcnow())
+            self._note_failure(None)
             return True
         except (ExplorationError, LLMError) as err:
             log.warning("seed %d failed: %s", index, err)
             self._set_seed(seed_id, status=SEED_ERROR, error=str(err))
+            self._note_failure(err)
             return False
         except Exception as err:  # boundary: a bug must not kill the run; the seed is retried on resume
             log.exception("seed %d failed unexpectedly", index)
@@ -403,7 +464,7 @@ class Runner:
         wall = time.monotonic() - started
         with self._write_lock, self.sessions() as s:
             run = get_run(s, self.run_id)
-            touch(run, status=status, error=error, finished_at=utcnow())
+            touch(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
             s.flush()
             throughput = {"nodes_made": self.nodes_made, "wall_time_s": round(wall, 3),
                           "nodes_per_minute": round(self.nodes_made / wall * 60, 2) if wall > 0 else None}

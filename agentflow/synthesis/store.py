@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..runfiles import write_lines
+from ..runfiles import effective_status, write_lines
 from ..db.base import isoformat, utcnow
 from ..db.synthesis import (
     NODE_ACTION,
@@ -80,22 +80,68 @@ def report(session: Session, run: SynthesisRun) -> dict:
                                 .where(SynthesisQA.run_id == rid)).one()
     expansions = sum(v for k, v in nodes.items() if k != "root")
     wall = (run.finished_at - run.created_at).total_seconds() if run.finished_at else None
-    return {
+    deepest = session.scalar(select(func.max(SynthesisNode.depth)).where(SynthesisNode.run_id == rid,
+                                                                         SynthesisNode.kind == NODE_ACTION)) or 0
+    seed_errors = dict(session.execute(select(SynthesisSeed.error, func.count()).where(
+        SynthesisSeed.run_id == rid, SynthesisSeed.error.is_not(None)).group_by(SynthesisSeed.error)).all())
+    config = (run.spec or {}).get("config") or {}
+    out = {
         "run_id": rid,
-        "status": run.status,
+        "status": effective_status(run),
+        "error": run.error,
         "model_name": run.model_name,
         "seeds": {"total": run.total_seeds, "done": seeds.get(SEED_DONE, 0),
                   "by_status": dict(sorted(seeds.items()))},
         "nodes": {"total": sum(nodes.values()), "expansions": expansions, "actions": nodes.get(NODE_ACTION, 0),
                   "failed_tool_calls": failed_calls, "by_kind": dict(sorted(nodes.items()))},
-        "paths": {"candidates": paths_total, "selected": paths_selected},
+        "paths": {"candidates": paths_total, "selected": paths_selected, "deepest": deepest,
+                  "min_depth": config.get("min_depth"), "max_depth": config.get("max_depth")},
         "qa": {"accepted": qa.get(QA_ACCEPTED, 0), "rejected": qa.get(QA_REJECTED, 0),
                "rejected_by_reason": dict(sorted((k or "unknown", v) for k, v in reasons.items()))},
         "tokens": {"prompt": int(tokens[0]) + int(qa_tokens[0]), "completion": int(tokens[1]) + int(qa_tokens[1])},
         "started_at": isoformat(run.created_at),
         "finished_at": isoformat(run.finished_at),
         "wall_time_s": round(wall, 3) if wall is not None else None,
+        "seed_errors": [{"message": m, "count": n} for m, n in sorted(seed_errors.items(), key=lambda kv: -kv[1])][:5],
     }
+    out["explanation"] = explain(out)
+    return out
+
+
+def explain(rep: dict) -> list[str]:
+    """Why a run has no (or few) accepted QA: sentences for the report, empty when it has some."""
+    seeds, nodes, paths, qa = rep["seeds"], rep["nodes"], rep["paths"], rep["qa"]
+    if qa["accepted"]:
+        return []
+    why: list[str] = []
+    if not seeds["total"]:
+        return ["the run has no seeds"]
+    if seeds["done"] < seeds["total"]:
+        why.append(f"{seeds['total'] - seeds['done']} of {seeds['total']} seed(s) not finished "
+                   f"({', '.join(f'{k} {v}' for k, v in seeds['by_status'].items() if k != SEED_DONE)})")
+    for e in rep.get("seed_errors") or []:
+        why.append(f"seed error × {e['count']}: {e['message'][:300]}")
+    if not nodes["actions"]:
+        why.append(f"no tool call was made ({nodes['expansions']} expansion(s): "
+                   + ", ".join(f"{k} {v}" for k, v in nodes["by_kind"].items() if k != "root") + ")"
+                   if nodes["expansions"] else "no tool call was made")
+    elif nodes["failed_tool_calls"] == nodes["actions"]:
+        why.append(f"all {nodes['actions']} tool call(s) failed")
+    min_depth = paths.get("min_depth")
+    if not paths["candidates"]:
+        if min_depth is not None and paths["deepest"] < min_depth:
+            why.append(f"no candidate path: the deepest path reached depth {paths['deepest']}, below "
+                       f"min_depth {min_depth} (lower min_depth, or raise max_depth/branching_factor)")
+        elif nodes["actions"]:
+            why.append("no candidate path reached a leaf of min_depth or more")
+    elif not paths["selected"]:
+        why.append(f"{paths['candidates']} candidate path(s), none selected")
+    elif qa["rejected"]:
+        why.append(f"all {qa['rejected']} QA candidate(s) rejected: "
+                   + ", ".join(f"{k} {v}" for k, v in qa["rejected_by_reason"].items()))
+    elif not why:
+        why.append(f"{paths['selected']} path(s) selected but no QA was written")
+    return why
 
 
 def _steps(nodes: dict[int, SynthesisNode], ids: list[int], kwargs: dict) -> list[dict]:

@@ -94,6 +94,6 @@ def test_rollout_resumes_after_the_server_is_killed(tmp_path):
             assert asked_after[q] == asked_before[q] == 2
         else:
             assert asked_after[q] - asked_before.get(q, 0) == 2
-    results = [json.loads(x) for x in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    results = [json.loads(x) for x in (tmp_path / "out" / run_id / "results.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in results) == [t["id"] for t in TASKS]
-    assert json.loads((tmp_path / "out" / "summary.json").read_text())["accuracy"] == 1.0
+    assert json.loads((tmp_path / "out" / run_id / "summary.json").read_text())["accuracy"] == 1.0

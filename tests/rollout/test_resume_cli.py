@@ -89,7 +89,7 @@ def test_resume_after_the_process_dies(server, make_config, tmp_path, sig):
     asked_after = fake.chat_requests()
     for a in done_before:  # a task answered before the kill was not asked again
         assert asked_after[a.question] == asked_before[a.question] == 2
-    summary = json.loads((Path(cfg["output_dir"]) / "summary.json").read_text())
+    summary = json.loads((Path(cfg["output_dir"]) / cfg["run_id"] / "summary.json").read_text())
     assert summary["completed"] == 12 and summary["accuracy"] == 1.0
 
 
@@ -112,9 +112,9 @@ def test_cli_rollout_and_runs_commands(server, make_config, tmp_path, capsys, mo
     assert json.loads(capsys.readouterr().out)["tool_calls"][0]["action"] == "diag:echo"
     export_dir = tmp_path / "again"
     assert main(["runs", "export", cfg["run_id"], "--output-dir", str(export_dir)]) == 0
-    original = (Path(cfg["output_dir"]) / "results.jsonl").read_text()
+    original = (Path(cfg["output_dir"]) / cfg["run_id"] / "results.jsonl").read_text()
     assert (export_dir / "results.jsonl").read_text() == original
     assert main(["runs", "show", "missing-run"]) == 2
-    assert "no rollout run 'missing-run'" in capsys.readouterr().err
+    assert "no rollout or synthesis run 'missing-run'" in capsys.readouterr().err
     assert main(["rollout", "--config", str(cfg_path), "--set", "max_turnz=3"]) == 2
     assert "did you mean 'max_turns'" in capsys.readouterr().err

@@ -28,7 +28,7 @@ def test_full_run_over_shipped_seeds_makes_the_tree_and_qa(server, make_config):
     assert rep["seeds"] == {"total": 3, "done": 3, "by_status": {"done": 3}}
     # per seed: root, 2 children (depth < depth_threshold=1), then one chain each down to max_depth=3
     assert rep["nodes"]["by_kind"] == {"root": 3, "action": 18} and rep["nodes"]["failed_tool_calls"] == 0
-    assert rep["paths"] == {"candidates": 6, "selected": 6}
+    assert rep["paths"] == {"candidates": 6, "selected": 6, "deepest": 3, "min_depth": 2, "max_depth": 3}
     assert rep["qa"] == {"accepted": 6, "rejected": 0, "rejected_by_reason": {}}
     requests = len(fake.requests)
 
