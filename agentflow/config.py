@@ -13,11 +13,25 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "ServerConfig", "as_bool", "as_float", "as_int", "expand_env", "load_json",
-           "load_server_config", "reject_unknown_keys"]
+__all__ = ["ConfigError", "ServerConfig", "as_bool", "as_float", "as_int", "data_path", "did_you_mean",
+           "expand_env", "load_json", "load_server_config", "reject_unknown_keys"]
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-"""The source tree AgentFlow runs from (shipped seeds, benchmarks, configs, migrations)."""
+_SHIPPED = ("seeds", "benchmark", "configs")
+
+
+def data_path() -> Path:
+    """The folder holding AgentFlow's shipped data (``seeds/``, ``benchmark/``, ``configs/``):
+    ``agentflow/_data`` inside an installed wheel, else the top of the source checkout.
+    ``agentflow data path`` prints it."""
+    package = Path(__file__).resolve().parent
+    for cand in (package / "_data", package.parent):
+        if all((cand / name).is_dir() for name in _SHIPPED):
+            return cand
+    return package / "_data"
+
+
+REPO_DIR = data_path()
+"""Where the shipped seeds, benchmarks and configs are (see :func:`data_path`)."""
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -87,7 +101,10 @@ def read_config(config_path: str | os.PathLike | dict | None, overrides: dict, k
         raw = load_json(config_path)
     else:
         raw = {}
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # Flags always name known keys, so an unknown override came from --set: blame it, not the file.
+    reject_unknown_keys([k for k in given if not str(k).startswith("_")], known, what, "override (--set): ")
+    raw.update(given)
     values = {k: v for k, v in raw.items() if not str(k).startswith("_")}
     reject_unknown_keys(values, known, what, where)
     try:
@@ -96,15 +113,18 @@ def read_config(config_path: str | os.PathLike | dict | None, overrides: dict, k
         raise ConfigError(f"{where}{err}") from None
 
 
+def did_you_mean(word: str, known) -> str:
+    """`` (did you mean 'x'?)`` when a known word is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
 def reject_unknown_keys(keys, known, what: str, where: str = "") -> None:
     """Raise ConfigError naming every unknown key, with a "did you mean" where one is close."""
     unknown = sorted(set(keys) - set(known))
     if not unknown:
         return
-    hints = []
-    for key in unknown:
-        close = difflib.get_close_matches(key, list(known), n=1)
-        hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    hints = [f"'{key}'{did_you_mean(key, known)}" for key in unknown]
     raise ConfigError(f"{where}unknown {what} key(s) {', '.join(hints)}; known keys: {', '.join(sorted(known))}")
 
 
@@ -201,9 +221,10 @@ class ServerConfig:
 
 def _project_dir() -> Path:
     """Relative paths in configs resolve against the current directory when it is an
-    AgentFlow project (has ``seeds/`` or ``configs/``), else against the source tree."""
+    AgentFlow project (has ``seeds/`` or ``configs/``), else against the shipped data
+    (:func:`data_path`)."""
     cwd = Path.cwd()
-    return cwd if (cwd / "seeds").is_dir() or (cwd / "configs").is_dir() else REPO_DIR
+    return cwd if (cwd / "seeds").is_dir() or (cwd / "configs").is_dir() else data_path()
 
 
 def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> ServerConfig:
@@ -220,7 +241,9 @@ def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, 
         cfg.source = Path(path).resolve()
         unknown = sorted(set(raw) - _TOP_KEYS)
         if unknown:
-            raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; known: server, resources, apis, warmup")
+            raise ConfigError(f"{path}: unknown section(s) "
+                              f"{', '.join(repr(k) + did_you_mean(k, _TOP_KEYS) for k in unknown)}; "
+                              "known: server, resources, apis, warmup")
     _apply_server_section(cfg, raw.get("server") or {}, path)
     cfg.resources = _resources(raw, path) if ("resources" in raw or "apis" in raw) else None
     warm = raw.get("warmup") or {}
@@ -244,7 +267,9 @@ def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, 
 def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
     unknown = sorted(set(server) - _SERVER_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: server: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(_SERVER_KEYS))}")
+        raise ConfigError(f"{path}: server: unknown option(s) "
+                          f"{', '.join(repr(k) + did_you_mean(k, _SERVER_KEYS) for k in unknown)}; "
+                          f"known: {', '.join(sorted(_SERVER_KEYS))}")
     types = {"port": int, "session_ttl": float, "max_request_bytes": int, "max_output_bytes": int,
              "max_call_timeout": float, "cleanup_interval": float, "workers": int, "threads": int}
     for key, value in server.items():
@@ -278,10 +303,8 @@ def _resources(raw: dict, path) -> dict[str, dict]:
             raise ConfigError(f"{path}: resources.{name} must be an object")
         if not section.get("enabled", True):
             continue
-        extra = sorted(set(section) - {"enabled", "config", "description", "backend_class"})
-        if extra:
-            raise ConfigError(f"{path}: resources.{name}: unknown key(s) {', '.join(extra)}; "
-                              "known: enabled, config, description, backend_class")
+        reject_unknown_keys(section, {"enabled", "config", "description", "backend_class"},
+                            f"resources.{name}", f"{path}: ")
         out[RESOURCE_ALIASES.get(name, name)] = dict(section.get("config") or {})
     for name, section in (raw.get("apis") or {}).items():
         if not isinstance(section, dict):

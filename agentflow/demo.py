@@ -54,6 +54,8 @@ class DemoOptions:
     seeds: int = 2
     """Seeds of ``seeds/rag/seeds.jsonl`` to explore."""
     max_turns: int = 4
+    workers: int | None = None
+    """Tasks (and seeds) run at once; default 1 with the local model, else 4 (2 seeds)."""
     startup_timeout: float = 180.0
     progress: bool = True
 
@@ -148,7 +150,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
         t0 = time.perf_counter()
         summary = rollout(REPO_DIR / "configs/rollout/rag.json", progress=opts.progress, run_id=rollout_id,
                           output_dir=str(home / "results"), number_of_tasks=opts.tasks,
-                          max_turns=opts.max_turns, max_workers=1 if local else 4,
+                          max_turns=opts.max_turns, max_workers=opts.workers or (1 if local else 4),
                           max_tool_output_chars=1500 if local else 8000, max_tokens=256 if local else None,
                           task_timeout=600.0, **common)
         timings["rollout_s"] = time.perf_counter() - t0
@@ -164,7 +166,7 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
         report = synthesize(REPO_DIR / "configs/synthesis/rag.json", progress=opts.progress, run_id=synth_id,
                             output_dir=str(home / "results"), number_of_seed=opts.seeds,
                             max_depth=2, branching_factor=2, depth_threshold=1, min_depth=hops, min_hops=hops,
-                            max_selected_traj=1, max_workers=1 if local else 2, max_expansions_per_seed=1 if local else 2,
+                            max_selected_traj=1, max_workers=opts.workers or (1 if local else 2), max_expansions_per_seed=1 if local else 2,
                             max_observation_chars=1200 if local else 4000, max_tokens=256 if local else None,
                             **common)
         timings["synthesis_s"] = time.perf_counter() - t0

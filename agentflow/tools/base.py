@@ -262,12 +262,15 @@ class Backend:
 
     def check_config(self) -> None:
         """Raise BackendConfigError for unknown or invalid options (at server start)."""
+        from ..config import did_you_mean
+
         if self.config_keys is None:
             return
         unknown = sorted(k for k in self.config if k not in self.config_keys and not k.startswith("_"))
         if unknown:
             raise BackendConfigError(
-                f"resource '{self.name}': unknown option(s) {', '.join(unknown)}; "
+                f"resource '{self.name}': unknown option(s) "
+                f"{', '.join(k + did_you_mean(k, self.config_keys) for k in unknown)}; "
                 f"known options: {', '.join(sorted(self.config_keys))}"
             )
 

@@ -46,8 +46,9 @@ _QUERY_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 4000,
 def shipped_path(relative: str, project_dir: Path | None = None) -> Path:
     """A file shipped in the repository (``seeds/…``), looked up in the project dir
     first and then beside the installed package."""
-    candidates = ([Path(project_dir) / relative] if project_dir else []) + \
-                 [Path(__file__).resolve().parents[2] / relative]
+    from ..config import data_path
+
+    candidates = ([Path(project_dir) / relative] if project_dir else []) + [data_path() / relative]
     for cand in candidates:
         if cand.exists():
             return cand
