@@ -209,8 +209,6 @@ def test_server_leaves_no_temp_files_or_mounts(tmp_path):
     assert [n for n in left if not n.startswith("agentflow-control-")] == []
 
 
-@pytest.mark.xfail(strict=True, reason="agentflow/isolation/session.py control_dir(): the fallback "
-                                       "/tmp/agentflow-control-<uid>-<hash> is not removed when the server stops")
 def test_server_removes_its_control_folder_from_the_temp_dir(tmp_path):
     left, _ = _server_temp_leftovers(tmp_path)
     assert left == []

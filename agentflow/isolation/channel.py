@@ -8,15 +8,39 @@ be replaced by anything the session's code wants.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import time
 
 from .errors import SupervisorError, SupervisorGone, SupervisorTimeout
 
-__all__ = ["request", "read_frame", "write_frame"]
+__all__ = ["bind_unix", "connect_unix", "request", "read_frame", "write_frame"]
 
 _HEADER = struct.Struct(">I")
+_SUN_PATH = 100  # sun_path holds 108 bytes
+
+
+def _short(path: str, call) -> None:
+    """``call(address)`` with an address the kernel takes: a long path is reached through
+    a descriptor of its folder (``/proc/self/fd/N/name``), so a socket can live beside
+    the workspaces however deep they are."""
+    if len(path.encode()) <= _SUN_PATH:
+        call(path)
+        return
+    folder = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        call(f"/proc/self/fd/{folder}/{os.path.basename(path)}")
+    finally:
+        os.close(folder)
+
+
+def bind_unix(sock: socket.socket, path: str) -> None:
+    _short(path, sock.bind)
+
+
+def connect_unix(sock: socket.socket, path: str) -> None:
+    _short(path, sock.connect)
 
 
 def write_frame(sock: socket.socket, payload: dict) -> None:
@@ -70,7 +94,7 @@ def request(path: str, payload: dict, timeout: float, max_bytes: int) -> dict:
     try:
         sock.settimeout(max(0.05, timeout))
         try:
-            sock.connect(path)
+            connect_unix(sock, path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise SupervisorGone("the session supervisor is not running") from None
         except socket.timeout:

@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,7 +39,6 @@ __all__ = ["ConfinedSession", "Confinement", "JailRecord", "sweep"]
 _SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
 _SETSID = shutil.which("setsid") or "/usr/bin/setsid"
 _UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
-_MAX_SOCKET_PATH = 100
 _GRACE = 5.0  # seconds a supervisor gets beyond the call's own timeout to answer
 _SUPERVISOR = "from agentflow.isolation.supervisor import main; main()"
 # The launcher: report its pid, join the session cgroups, then become the jail.
@@ -180,7 +178,7 @@ class Confinement:
         try:
             if os.path.exists(record.socket):
                 os.unlink(record.socket)
-            listener.bind(record.socket)
+            channel.bind_unix(listener, record.socket)
             os.chmod(record.socket, 0o600)
             listener.listen(64)
             fd = listener.fileno()
@@ -399,13 +397,10 @@ class _NetworkPipes:
 
 
 def control_dir(workspace_root: Path) -> Path:
-    """The server-only folder for supervisor sockets, logs and uid slots: beside the
-    workspaces (shared by every server using that workspace root), or under /tmp when
-    that path is too long for a unix socket."""
+    """The server-only folder for supervisor sockets, the jail ledger and uid slots,
+    beside the workspaces (shared by every server using that workspace root; removed
+    with it)."""
     path = Path(workspace_root) / ".control"
-    if len(str(path)) + 30 > _MAX_SOCKET_PATH:
-        digest = hashlib.sha256(str(workspace_root).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir()) / f"agentflow-control-{os.geteuid()}-{digest}"
     try:
         path.mkdir(mode=0o700, parents=True)
     except FileExistsError:
@@ -472,7 +467,11 @@ def _unmount(workspace: Path) -> None:
 
 
 def _kill_process_session(sid: int) -> None:
-    """Unconfined mode: every process of the supervisor's session (it called setsid)."""
+    """Unconfined mode (no cgroup): the supervisor, every process of its session (it
+    called setsid) and every descendant, such as a kernel that started a session of its
+    own — collected before any is killed, since orphans move to another parent."""
+    parents: dict[int, int] = {}
+    victims = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -482,11 +481,21 @@ def _kill_process_session(sid: int) -> None:
         except OSError:
             continue
         fields = raw[raw.rfind(")") + 2:].split()
-        if len(fields) > 3 and fields[3] == str(sid):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
+        parents[int(entry)] = int(fields[1])
+        if fields[3] == str(sid):
+            victims.add(int(entry))
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in victims and pid not in victims:
+                victims.add(pid)
+                grew = True
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def _read_pipe(fd: int, limit: int = 2000) -> str:

@@ -357,6 +357,22 @@ def test_isolation_none_is_explicit_and_stated(tmp_path):
         status = server.get("/warmup/status").json()["data"]
         assert status["isolation"]["mode"] == "none"
         assert 'isolation is "none"' in server.log_text()
+        # unconfined, the kernel's pid is a host pid: it ends with its temporary session
+        res = server.post("/execute", {"worker_id": wid(), "action": "code:run",
+                                       "params": {"code": "__import__('os').getpid()"}}).json()
+        assert res["code"] == 0 and res["meta"]["temporary_session"] is True, res
+        kernel = Path(f"/proc/{int(res['data']['result'])}/status")
+
+        def running() -> bool:
+            try:
+                return "zombie" not in kernel.read_text()
+            except OSError:
+                return False
+
+        deadline = time.monotonic() + 10
+        while running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running()
     finally:
         server.stop()
     confined = start_server(tmp_path / "home2", config={"resources": RESOURCES})
