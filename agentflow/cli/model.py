@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-tokens", type=int, default=512, help="completion limit when a request sets none")
     s.add_argument("--tool-policy", choices=["call-once", "call-first", "auto"], default="call-once",
                    help="what tool_choice=auto means (default call-once: call a tool first, then answer; "
-                        "see the README's 'Offline demo')")
+                        "see docs/demo.md)")
     s.add_argument("--seed", type=int, default=None,
                    help="sampling seed of requests that send none (default: random; a seed makes replies repeatable)")
     s.set_defaults(func=_serve)

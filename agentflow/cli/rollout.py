@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-turns", type=int, metavar="N", help="model calls per task")
     p.add_argument("--workers", "--max-workers", dest="max_workers", type=int, metavar="N", help="tasks run at once")
     p.add_argument("--data-path", help="benchmark JSONL")
-    p.add_argument("--output-dir", help="where results.jsonl and summary.json go")
+    p.add_argument("--output-dir", help="parent folder of the run's files: each run gets <dir>/<run_id>/")
     p.add_argument("--task-ids", help="comma-separated task ids to run")
     p.add_argument("--n-samples", type=int, help="samples per task (adds pass@k)")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")

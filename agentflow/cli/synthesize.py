@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds-file", dest="seeds", metavar="FILE", help="seeds file (instead of the config's seeds_file)")
     p.add_argument("--workers", "--max-workers", dest="max_workers", type=int, metavar="N",
                    help="seeds explored at once")
-    p.add_argument("--output-dir", help="where synthesized_qa.jsonl, trajectories.jsonl and report.json go")
+    p.add_argument("--output-dir", help="parent folder of the run's files: each run gets <dir>/<run_id>/")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
     p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
