@@ -3,6 +3,7 @@ the nav and unknown anchors fail), as CI's docs step does; and the README keeps 
 test command CI ends with."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -53,3 +54,29 @@ def test_ci_installs_what_the_docs_list():
     ci_line = next(l for l in ci.splitlines() if "bubblewrap" in l and "apt" not in l)
     assert ci_line.split() == packages + ["\\"]
     assert "'.[dev,local]'" in dev and "'.[dev,local]'" in ci
+
+
+_SHIPPED = re.compile(r"(?<![\w/.-])((?:configs|seeds|benchmark)/[\w./-]+\.(?:jsonl|json|py|md|html))(?![\w.])")
+
+
+def _doc_texts() -> dict[str, str]:
+    return {str(p.relative_to(REPO)): p.read_text() for p in [REPO / "README.md", *(REPO / "docs").rglob("*.md")]}
+
+
+def test_every_shipped_file_the_docs_name_exists():
+    """A config, seed or benchmark file named in the docs is in the repository (the
+    README once named a `configs/sandbox-server/prod.json` that never existed)."""
+    missing = sorted({(page, path) for page, text in _doc_texts().items() for path in _SHIPPED.findall(text)
+                      if not (REPO / path).exists() and "example" not in path})
+    assert missing == []
+
+
+def test_docs_say_to_activate_the_venv_and_never_guess_a_server_pid():
+    texts = _doc_texts()
+    assert ". .venv/bin/activate" in texts["README.md"]
+    assert not [page for page, text in texts.items() if "pgrep -of" in text or "pgrep -f \"agentflow serve\"" in text]
+
+
+def test_docs_do_not_call_a_shipped_backend_unshipped():
+    for page, text in _doc_texts().items():
+        assert "does not ship yet" not in text, page
