@@ -68,16 +68,18 @@ def test_a_swap_racing_the_open_never_yields_the_outside_file(layout):
 
     thread = threading.Thread(target=swapper, daemon=True)
     thread.start()
-    opened = 0
-    try:
-        for _ in range(2000):
+    opened = refused = 0
+    deadline = time.monotonic() + 10
+    try:  # until both states of the swap were met (or the time is up), never the outside file
+        while (opened < 20 or refused < 20) and time.monotonic() < deadline:
             try:
                 with open_within(target, [root]) as fh:
                     assert b"TOPSECRET" not in fh.read()
                     opened += 1
             except (UnsafePath, FileNotFoundError):
-                pass
+                refused += 1
+            time.sleep(0)
     finally:
         stop.set()
         thread.join()
-    assert opened > 0
+    assert opened and refused, (opened, refused)
