@@ -121,7 +121,9 @@ def bwrap_argv(spec: JailSpec, staged: bool = False) -> tuple[list[str], list[st
 
     # No --die-with-parent: the jail is started detached (its parent exits at once) and
     # ends through its cgroup when the session ends.
-    args = [bwrap, "--unshare-all", "--new-session", "--hostname", spec.hostname]
+    # --disable-userns: session code cannot make user namespaces of its own (a large
+    # share of kernel attack surface that nothing a session runs needs).
+    args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--new-session", "--hostname", spec.hostname]
     if spec.info_fd is not None:
         args += ["--info-fd", str(spec.info_fd)]
     args += system_paths()

@@ -124,6 +124,13 @@ def test_system_and_data_roots_are_read_only_and_tmp_is_private(srv):
     assert "mine" not in sh(srv, b, "cat /tmp/af-tmp")
 
 
+def test_session_code_cannot_make_user_namespaces(srv):
+    w = wid()
+    create(srv, w)
+    out = bash(srv, w, "unshare -U -r id && echo MADE-A-USER-NAMESPACE", timeout=10)
+    assert out["code"] == 0 and "MADE-A-USER-NAMESPACE" not in out["data"]["stdout"], out
+
+
 # -- 2. identity --------------------------------------------------------------------
 def test_each_session_has_its_own_identity_and_signals_reach_only_its_own(srv):
     a, b = wid(), wid()
