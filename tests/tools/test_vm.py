@@ -199,3 +199,22 @@ def test_destroy_leaves_no_process_behind(server):
     # a call without a session runs in a temporary desktop that ends with the call
     temp = _call(server, _worker(), "vm:screenshot")
     assert temp["code"] == 0 and temp["meta"]["temporary_session"] is True
+
+
+def test_unconfined_desktops_take_free_display_numbers(tmp_path):
+    """With isolation "none" sessions share the host's /tmp: each desktop takes a free
+    display number, so two at once (and one after another) all start."""
+    srv = start_server(tmp_path / "home", config={"server": {"isolation": "none"},
+                                                  "resources": {"vm": {"enabled": True}}})
+    try:
+        workers = [_worker() for _ in range(3)]
+        for worker in workers[:2]:
+            created = srv.post("/session/create", {"worker_id": worker, "resource_type": "vm"}, timeout=120).json()
+            assert created["code"] == 0, created
+        srv.post("/session/destroy", {"worker_id": workers[0], "resource_type": "vm"})
+        again = srv.post("/session/create", {"worker_id": workers[2], "resource_type": "vm"}, timeout=120).json()
+        assert again["code"] == 0, again
+        shot = _call(srv, workers[2], "vm:screenshot")
+        assert shot["code"] == 0 and shot["data"]["width"] > 0
+    finally:
+        srv.stop()

@@ -132,7 +132,10 @@ class VmBackend(VmToolsMixin, Backend):
 
     def _start_desktop(self, session: SessionInfo, size: tuple[int, int], cfg: dict) -> None:
         supervisor = self.confine.attach(session, max_reply_bytes=_MAX_REPLY)
-        desktop = start_desktop(supervisor, *size, depth=self.depth, timeout=self.startup_timeout)
+        private = self.confine.confined  # unconfined sessions share the host's /tmp
+        desktop = start_desktop(supervisor, *size, depth=self.depth, timeout=self.startup_timeout,
+                                private_tmp=private,
+                                **({} if private else {"run_dir": f"{session.workspace}/.agentflow-x11"}))
         session.state["display"] = desktop.display.to_state()
         if self.window_manager:
             desktop.launch([self.window_manager], name="wm")

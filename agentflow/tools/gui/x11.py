@@ -33,9 +33,12 @@ _NUMBER = 0  # every jail has a /tmp (and so a display namespace) of its own
 _RUN_DIR = "/tmp/.agentflow-x11"  # inside the jail: cookie and logs
 _MAX_SCREENSHOT = 48 << 20
 # Waits inside the jail, so that a start costs one round trip, not one per poll:
-# ``sh -c WAIT_SOCKET sh SOCKET PID TICKS`` — until the socket exists or the server died.
-_WAIT_SOCKET = ('i=0; while [ ! -S "$1" ]; do kill -0 "$2" 2>/dev/null || exit 3; i=$((i+1)); '
-                '[ "$i" -gt "$3" ] && exit 4; sleep 0.01; done')
+# ``sh -c WAIT_SOCKET sh SOCKET PID TICKS LOCK`` — until the socket exists and the lock
+# file names our server (on a shared /tmp another server may own that display), or the
+# server died (gone, or a zombie its parent has not reaped yet).
+_WAIT_SOCKET = ('i=0; until [ -S "$1" ] && [ "$(tr -d " " < "$4" 2>/dev/null)" = "$2" ]; do '
+                's=$(cut -d" " -f3 "/proc/$2/stat" 2>/dev/null); [ -z "$s" ] || [ "$s" = Z ] && exit 3; '
+                'i=$((i+1)); [ "$i" -gt "$3" ] && exit 4; sleep 0.01; done')
 # ``sh -c WAIT_COMMAND sh TICKS COMMAND...`` — until the command succeeds.
 _WAIT_COMMAND = ('n=$1; shift; i=0; until "$@" >/dev/null 2>&1; do i=$((i+1)); [ "$i" -gt "$n" ] && exit 4; '
                  'sleep 0.02; done')
@@ -98,6 +101,11 @@ class Desktop:
     def height(self) -> int:
         return self.display.height
 
+    @property
+    def run_dir(self) -> str:
+        """Where the display's cookie and logs are (the cookie's folder)."""
+        return self.display.auth.rsplit("/", 1)[0]
+
     def _request(self, op: str, wait: float, **payload) -> dict:
         try:
             return self.supervisor.request(op, wait, **payload)
@@ -127,7 +135,7 @@ class Desktop:
                env: dict[str, str] | None = None) -> int:
         """Start a program on the display (a child of the supervisor); its pid in the jail."""
         reply = self._request("spawn", 10.0, argv=argv, cwd=cwd, env=self.display.env(**(env or {})),
-                              log=f"{_RUN_DIR}/{name}.log")
+                              log=f"{self.run_dir}/{name}.log")
         if not reply.get("started"):
             raise X11Error(f"'{argv[0]}' could not be started: {reply.get('error')}")
         self.display.pids.append([int(reply["pid"]), name])
@@ -163,36 +171,51 @@ class Desktop:
 
     def log_tail(self, name: str) -> str:
         try:
-            res = self.run(["tail", "-c", "400", f"{_RUN_DIR}/{name}.log"], timeout=5)
+            res = self.run(["tail", "-c", "400", f"{self.run_dir}/{name}.log"], timeout=5)
         except X11Error:
             return "(no log)"
         return res.stdout.strip() or "(no output)"
 
 
 def start_desktop(supervisor: ConfinedSession, width: int, height: int, *, depth: int = 24,
-                  timeout: float = 15.0) -> Desktop:
+                  timeout: float = 15.0, private_tmp: bool = True, run_dir: str = _RUN_DIR) -> Desktop:
     """Start an ``Xvfb`` at ``width``×``height`` inside the session's jail.
+
+    ``private_tmp``: the session has a /tmp of its own (a confined session), so display
+    :0 is free; an unconfined one shares the host's and takes the first free number from
+    :10, with its cookie and logs in ``run_dir`` (then a folder of its own).
 
     Raises:
         X11Error: no server came up within ``timeout`` (its log is quoted).
     """
-    auth = f"{_RUN_DIR}/Xauthority"
-    display = Display(_NUMBER, width, height, auth, secrets.token_hex(12), started_at=time.time())
+    numbers = (_NUMBER,) if private_tmp else range(10, 110)
+    for number in numbers:
+        desktop, code = _try_display(supervisor, number, width, height, depth, timeout, run_dir)
+        if code == 0:
+            return desktop
+        if code != 3 or private_tmp:  # 3: Xvfb exited (e.g. the number is taken): try the next
+            break
+    why = "exited" if code == 3 else f"did not start within {timeout:g} s"
+    raise X11Error(f"Xvfb {why}: {desktop.log_tail('Xvfb')}")
+
+
+def _try_display(supervisor: ConfinedSession, number: int, width: int, height: int, depth: int, timeout: float,
+                 run_dir: str) -> tuple[Desktop, int]:
+    """Start Xvfb on display ``number``; (the desktop, 0 when up / 3 when it exited / 4 on timeout)."""
+    auth = f"{run_dir}/Xauthority"
+    display = Display(number, width, height, auth, secrets.token_hex(12), started_at=time.time())
     desktop = Desktop(supervisor, display)
     cookie = secrets.token_hex(16)
     made = desktop.run(["/bin/sh", "-c", 'umask 077 && mkdir -p "$1" && xauth -q -f "$2" add "$3" . "$4"', "sh",
-                        _RUN_DIR, auth, display.name, cookie], timeout=10)
+                        run_dir, auth, display.name, cookie], timeout=10)
     if made.returncode != 0:
         raise X11Error(f"the display cookie could not be made (is xauth installed?): {made.stderr.strip()[:300]}")
     pid = desktop.launch(["Xvfb", display.name, "-screen", "0", f"{width}x{height}x{depth}", "-nolisten", "tcp",
                           "-nolisten", "local", "-auth", auth, "-noreset"], name="Xvfb")
     ticks = str(max(1, int(timeout / 0.01)))
-    ready = desktop.run(["/bin/sh", "-c", _WAIT_SOCKET, "sh", f"/tmp/.X11-unix/X{display.number}", str(pid), ticks],
-                        timeout=timeout + 2)
-    if ready.returncode != 0:
-        why = "exited" if ready.returncode == 3 else f"did not start within {timeout:g} s"
-        raise X11Error(f"Xvfb {why}: {desktop.log_tail('Xvfb')}")
-    return desktop
+    ready = desktop.run(["/bin/sh", "-c", _WAIT_SOCKET, "sh", f"/tmp/.X11-unix/X{display.number}", str(pid), ticks,
+                         f"/tmp/.X{display.number}-lock"], timeout=timeout + 2)
+    return desktop, ready.returncode
 
 
 def marker_pids(marker: str) -> list[int]:
