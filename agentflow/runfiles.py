@@ -16,10 +16,41 @@ from typing import Callable, Iterable
 
 from .config import REPO_DIR
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat", "effective_status", "fingerprint",
+__all__ = ["FATAL_REPEAT", "FatalStreak", "HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat",
+           "effective_status", "fingerprint",
            "find_data_file", "process_alive", "process_identity", "run_output_dir", "update_latest", "write_lines"]
 
 log = logging.getLogger(__name__)
+
+FATAL_REPEAT = 3
+"""Identical fatal model errors in a row (wrong key, unknown model, 400) that stop a run."""
+
+
+class FatalStreak:
+    """Counts identical fatal model errors in a row; the run stops at :data:`FATAL_REPEAT`.
+    ``what`` names the unit that failed ("requests", "seeds"). Not thread-safe: callers
+    hold their own lock."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self._last, self._count = "", 0
+        self.message: str | None = None
+        """Why the run stopped early, once it did."""
+
+    def reset(self) -> None:
+        self._last, self._count = "", 0
+
+    def failed(self, signature: str, short: str, resume: str) -> bool:
+        """Record one fatal failure (``resume``: the command that continues the run);
+        True when this one stops the run."""
+        self._count = self._count + 1 if self._last == signature else 1
+        self._last = signature
+        if self._count < FATAL_REPEAT or self.message:
+            return False
+        self.message = (f"stopped early: {self._count} {self.what} in a row failed with the same fatal model "
+                        f"error ({short}). Fix api_key or base_url, or serve the model (another model_name is a "
+                        f"new run), then resume: {resume}")
+        return True
 
 HEARTBEAT_INTERVAL_S = 5.0
 """How often a running run writes ``heartbeat_at``."""

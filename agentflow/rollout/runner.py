@@ -37,7 +37,8 @@ from ..version import __version__
 from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscoveryError, discover_tools, run_agent
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
 from .metrics import Score, score_prediction
-from ..runfiles import Heartbeat, effective_status, process_alive, process_identity, run_output_dir, update_latest
+from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
+                        process_identity, run_output_dir, update_latest)
 from .store import add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, touch_run
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
 
@@ -46,8 +47,6 @@ __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "RolloutError", "Runner", "pip
 
 log = logging.getLogger(__name__)
 
-FATAL_REPEAT = 3
-"""Identical fatal model errors in a row (wrong key, unknown model, 400) that stop a run."""
 
 
 def resume_command(run_id: str) -> str:
@@ -327,8 +326,7 @@ class Runner:
             slots.put(sb)
         bar = _progress_bar(total, already, cfg.benchmark_name, disable=not self.progress)
         self._counts = {"done": 0, "correct": 0.0, "failed": 0, "infra": 0}
-        self._fatal: tuple[str, int] = ("", 0)  # (error signature, times in a row)
-        self.fatal_error: str | None = None
+        self._streak = FatalStreak("requests")
         pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollout")
         try:
             futures = [pool.submit(self._one, task, sample, attempt, slots) for task, sample, attempt in todo]
@@ -338,7 +336,7 @@ class Runner:
                     continue
                 bar.update(1)
                 bar.set_postfix(self._postfix(outcome), refresh=False)
-                if self.fatal_error:
+                if self._streak.message:
                     break
         except KeyboardInterrupt:
             self.stop.set()
@@ -352,9 +350,9 @@ class Runner:
             pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
         self._close_sandboxes(sandboxes)
-        if self.fatal_error:
-            log.debug("%s", self.fatal_error)
-            return RUN_ERROR, self.fatal_error
+        if self._streak.message:
+            log.debug("%s", self._streak.message)
+            return RUN_ERROR, self._streak.message
         if self._counts["infra"]:
             return RUN_ERROR, (f"{self._counts['infra']} task(s) failed for infrastructure reasons; fix the cause, "
                                f"then resume to retry them: {resume_command(self.run_id)}")
@@ -366,16 +364,9 @@ class Runner:
             return  # a passing outage (timeouts, 5xx) neither counts nor resets
         with self._write_lock:
             if not result.fatal:
-                self._fatal = ("", 0)
-                return
-            sig = error_signature(result.error)
-            n = self._fatal[1] + 1 if self._fatal[0] == sig else 1
-            self._fatal = (sig, n)
-            if n >= FATAL_REPEAT and not self.fatal_error:
-                short = error_reason(result.status, result.error)
-                self.fatal_error = (f"stopped early: {n} requests in a row failed with the same fatal model error "
-                                    f"({short}). Fix api_key or base_url, or serve the model (another "
-                                    f"model_name is a new run), then resume: {resume_command(self.run_id)}")
+                self._streak.reset()
+            elif self._streak.failed(error_signature(result.error), error_reason(result.status, result.error),
+                                     resume_command(self.run_id)):
                 self.stop.set()
 
     def _beat(self) -> None:

@@ -49,16 +49,14 @@ from .qa import DuplicateIndex, check_qa, generate_qa, trajectory_steps
 from .sampler import ExplorationError, TreeSampler
 from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
-from ..runfiles import Heartbeat, effective_status, process_alive, process_identity, run_output_dir, update_latest
+from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
+                        process_identity, run_output_dir, update_latest)
 from .store import add_node, export_run, get_run, node_rows, touch
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "SynthesisError", "Runner", "resume_command", "synthesize"]
 
 log = logging.getLogger(__name__)
 
-FATAL_REPEAT = 3
-"""Seeds in a row failing with the same fatal model error (wrong key, unknown model, 400)
-that stop a run."""
 
 
 def resume_command(run_id: str) -> str:
@@ -159,8 +157,7 @@ class Runner:
         self.stop = threading.Event()
         self._write_lock = threading.Lock()
         self.nodes_made = 0
-        self._fatal: tuple[str, int] = ("", 0)
-        self.fatal_error: str | None = None
+        self._streak = FatalStreak("seeds")
 
     # ------------------------------------------------------------------ setup
 
@@ -275,9 +272,9 @@ class Runner:
             outcomes = self._pool(todo)
         finally:
             self.sandbox.close_sync()
-        if self.fatal_error:
-            log.debug("%s", self.fatal_error)
-            return RUN_ERROR, self.fatal_error
+        if self._streak.message:
+            log.debug("%s", self._streak.message)
+            return RUN_ERROR, self._streak.message
         failed = [i for i, ok in outcomes.items() if ok is False]
         if failed:
             return RUN_ERROR, (f"{len(failed)} seed(s) failed ({', '.join(map(str, sorted(failed)[:10]))}); "
@@ -297,16 +294,11 @@ class Runner:
         with self._write_lock:
             if not isinstance(cause, (LLMAuthError, LLMBadRequestError)):
                 if err is None:
-                    self._fatal = ("", 0)
+                    self._streak.reset()
                 return
-            sig = error_signature(f"{type(cause).__name__}: {cause}")
-            n = self._fatal[1] + 1 if self._fatal[0] == sig else 1
-            self._fatal = (sig, n)
-            if n >= FATAL_REPEAT and not self.fatal_error:
-                short = type(cause).__name__ + (f" HTTP {cause.status}" if cause.status else "")
-                self.fatal_error = (f"stopped early: {n} seeds in a row failed with the same fatal model error "
-                                    f"({short}). Fix api_key or base_url, or serve the model (another "
-                                    f"model_name is a new run), then resume: {resume_command(self.run_id)}")
+            short = type(cause).__name__ + (f" HTTP {cause.status}" if cause.status else "")
+            if self._streak.failed(error_signature(f"{type(cause).__name__}: {cause}"), short,
+                                   resume_command(self.run_id)):
                 self.stop.set()
 
     def _beat(self) -> None:
