@@ -5,8 +5,9 @@ tasks of the shipped ``rag`` benchmark and a small synthesis on the shipped ``ra
 seeds, and returns what a user needs next: both summaries, the output files, the
 database, and SQL queries over it. Everything it started is stopped before it returns.
 
-By default the model is the embedded SmolLM2-135M-Instruct (``agentflow model serve``,
-the ``local`` extra); with ``base_url`` and ``model`` it is any OpenAI-compatible model.
+By default the model is an embedded one (``agentflow model serve``, the ``local`` extra;
+``local_model`` chooses which); with ``base_url`` and ``model`` it is any
+OpenAI-compatible model.
 The demo's data (database, indexes, logs, results) goes to its own folder, ``home``.
 """
 from __future__ import annotations
@@ -54,6 +55,9 @@ class DemoOptions:
     seeds: int = 2
     """Seeds of ``seeds/rag/seeds.jsonl`` to explore."""
     max_turns: int = 4
+    local_model: str | None = None
+    """Which embedded model to run when there is no ``base_url`` (a key of
+    :data:`~agentflow.localmodel.weights.LOCAL_MODELS`; default the default one)."""
     workers: int | None = None
     """Tasks (and seeds) run at once; default 1 with the local model, else 4 (2 seeds)."""
     startup_timeout: float = 180.0
@@ -80,14 +84,18 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
         DemoError: the model or the sandbox server cannot be used.
     """
     from .localmodel import ChildServer, ModelServerProcess, ServerStartError, free_port, unavailable_reason
-    from .localmodel.weights import DEFAULT_MODEL_NAME
+    from .localmodel.weights import find_gguf, local_model
 
+    try:
+        spec = local_model(opts.local_model)
+    except ValueError as err:
+        raise DemoError(str(err)) from None
     home = Path(opts.home).expanduser().resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     if opts.base_url and not opts.model:
         raise DemoError("--base-url needs --model (the model name at that endpoint)")
     if not opts.base_url:
-        reason = unavailable_reason()
+        reason = unavailable_reason(model=spec.key)
         if reason:
             raise DemoError(f"the local model is not available: {reason}; or run the demo on another model with "
                             f"--base-url URL --model NAME [--api-key KEY]")
@@ -125,16 +133,17 @@ def run_demo(opts: DemoOptions, say: Callable[[str], None] = print) -> dict[str,
             base_url, model, api_key, local = opts.base_url, opts.model, opts.api_key, False
             say(f"model: {model} at {base_url}")
         else:
-            say("model: starting the local model server (SmolLM2-135M-Instruct on the CPU)")
+            say(f"model: starting the local model server ({spec.title} on the CPU)")
             t0 = time.perf_counter()
             # a fixed seed makes the demo repeatable on one machine
-            server = ModelServerProcess(log_dir=home / "logs", extra_args=["--seed", "0"])
+            server = ModelServerProcess(model_path=str(find_gguf(model=spec.key)), model_name=spec.name,
+                                        log_dir=home / "logs", extra_args=["--seed", "0"])
             try:
                 started.append(server.start(opts.startup_timeout))
             except ServerStartError as err:
                 raise DemoError(str(err)) from err
             timings["model_start_s"] = time.perf_counter() - t0
-            base_url, model, api_key, local = server.base_url, DEFAULT_MODEL_NAME, "local", True
+            base_url, model, api_key, local = server.base_url, spec.name, "local", True
             info = server.health()
             timings["model_load_s"] = info.get("load_seconds") or 0.0
             say(f"model: {model} at {base_url} (weights loaded in {timings['model_load_s']:.2f} s)")

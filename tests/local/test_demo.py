@@ -107,3 +107,8 @@ def test_demo_on_a_model_given_by_base_url(tmp_path):
 def test_demo_needs_a_model_name_with_base_url(tmp_path):
     with pytest.raises(DemoError, match="--model"):
         run_demo(DemoOptions(home=tmp_path, base_url="http://127.0.0.1:9/v1"))
+
+
+def test_demo_rejects_an_unknown_local_model(tmp_path):
+    with pytest.raises(DemoError, match="smollm2-135m"):
+        run_demo(DemoOptions(home=tmp_path, local_model="gpt-5"))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from agentflow.localmodel.grammar import bound_schema, call_schema, close_json
-from agentflow.localmodel.prompt import RequestError, parse_reply, render_messages
+from agentflow.localmodel.prompt import RequestError, fold_system, parse_reply, render_messages
 
 from .conftest import needs_local_model
 
@@ -83,6 +83,27 @@ def test_render_messages_turns_tool_turns_into_plain_chat():
     assert out[3]["content"].startswith("Result of rag-search:")
     # the system text does not depend on the turn, so a conversation's prefix stays cached
     assert render_messages(messages[:2], TOOLS)[0] == out[0]
+
+
+def test_fold_system_for_a_model_without_a_system_role():
+    """Gemma has no system role: the system text opens the first user turn, and turns
+    of one role in a row are joined so that roles alternate."""
+    chat = render_messages([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Find heapq."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "rag-search", "arguments": '{"query": "heapq"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "heapq: a min-heap"},
+        {"role": "system", "content": "Now answer."},
+    ], TOOLS)
+    out = fold_system(chat)
+    assert [m["role"] for m in out] == ["user", "assistant", "user"]
+    assert out[0]["content"].startswith("Be brief.") and out[0]["content"].endswith("Find heapq.")
+    assert "rag-search" in out[0]["content"]
+    assert out[2]["content"].startswith("Result of rag-search:")
+    assert out[2]["content"].endswith("(instruction) Now answer.")
+    assert fold_system([{"role": "system", "content": "S"}]) == [{"role": "user", "content": "S"}]
+    assert fold_system(chat[1:2]) == chat[1:2]
 
 
 @pytest.mark.parametrize("messages", [

@@ -7,13 +7,15 @@ import json
 import jsonschema
 import pytest
 
+from agentflow.localmodel.weights import DEFAULT_MODEL_NAME
+
 from .conftest import needs_local_model
 
 openai = pytest.importorskip("openai")
 
 pytestmark = [pytest.mark.slow, needs_local_model]
 
-MODEL = "smollm2-135m-instruct"
+MODEL = DEFAULT_MODEL_NAME  # what `agentflow model serve` answers to by default
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city.",
@@ -105,7 +107,7 @@ def test_named_tool_choice_and_none(client):
 def test_errors_through_the_openai_client(client):
     with pytest.raises(openai.NotFoundError) as err:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
-    assert "smollm2" in str(err.value)
+    assert MODEL in str(err.value)
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 9000}])
     assert err.value.code == "context_length_exceeded"
@@ -123,3 +125,30 @@ def test_rollout_machinery_uses_it_by_base_url(model_server):
     assert reply.tool_calls and reply.tool_calls[0].parse_arguments()["city"]
     health = model_server.health()
     assert health["stats"]["requests"] >= 1 and health["load_seconds"] > 0
+
+
+def test_gemma_prompts_fold_the_system_turn_and_end_at_end_of_turn(monkeypatch):
+    """Gemma 3 (no system role, no template in its GGUF) gets Gemma's turn format, and a
+    constrained call under it is valid."""
+    import importlib.metadata
+
+    from agentflow.localmodel.engine import LocalModel
+    from agentflow.localmodel.prompt import fold_system, render_messages
+    from agentflow.localmodel.weights import find_gguf, local_model
+
+    spec = local_model("gemma3-270m")
+    try:
+        importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{spec.distribution} is not installed")
+    monkeypatch.delenv("AGENTFLOW_LOCAL_MODEL_PATH", raising=False)
+    model = LocalModel(find_gguf(model=spec.key), name=spec.name, seed=0)
+    assert (model.architecture, model.system_role, model.n_ctx) == ("gemma3", False, 8192)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Lima?"}]
+    prompt = model._formatter(messages=fold_system(render_messages(messages, [WEATHER]))).prompt
+    assert prompt.startswith("<start_of_turn>user\nBe brief.") and prompt.endswith("<start_of_turn>model\n")
+    assert "system" not in prompt.split("\n")[0]
+    done = model.complete(messages, tools=[WEATHER])
+    assert done.finish_reason == "tool_calls"
+    jsonschema.validate(json.loads(done.message["tool_calls"][0]["function"]["arguments"]),
+                        WEATHER["function"]["parameters"])
