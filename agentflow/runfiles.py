@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 from .config import REPO_DIR
 
 __all__ = ["FATAL_REPEAT", "FatalStreak", "HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat",
-           "effective_status", "fingerprint",
-           "find_data_file", "process_alive", "process_identity", "run_output_dir", "update_latest", "write_lines"]
+           "effective_status", "find_data_file", "fingerprint", "process_alive", "process_identity", "run_beat",
+           "run_output_dir", "update_latest", "write_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,21 @@ class Heartbeat:
                 self._beat()
             except Exception as err:  # boundary: a failed beat must not end the run
                 log.debug("heartbeat failed: %s", err)
+
+
+def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Callable[[], None]:
+    """The ``beat`` of a run's :class:`Heartbeat`: set ``heartbeat_at`` of the row
+    ``load_run(db_session)`` returns, under the runner's write lock."""
+    from .db import utcnow
+
+    def beat() -> None:
+        with lock, sessions() as s:
+            run = load_run(s)
+            if run is not None:
+                run.heartbeat_at = utcnow()
+                s.commit()
+
+    return beat
 
 
 def process_identity() -> dict:

@@ -38,7 +38,7 @@ from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscovery
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
 from .metrics import Score, score_prediction
 from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
-                        process_identity, run_output_dir, update_latest)
+                        process_identity, run_beat, run_output_dir, update_latest)
 from .store import add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, touch_run
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
 
@@ -303,7 +303,7 @@ class Runner:
             if cfg.resume:
                 log.info("resuming run %s: %d of %d task samples to run", self.run_id, len(todo), total)
             try:
-                with Heartbeat(self._beat):
+                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))):
                     status, error = self._execute(todo, total - len(todo), total)
             except RolloutError as err:
                 self._finish(RUN_ERROR, str(err))
@@ -368,13 +368,6 @@ class Runner:
             elif self._streak.failed(error_signature(result.error), error_reason(result.status, result.error),
                                      resume_command(self.run_id)):
                 self.stop.set()
-
-    def _beat(self) -> None:
-        with self._write_lock, self.sessions() as s:
-            run = get_run(s, self.run_id)
-            if run is not None:
-                run.heartbeat_at = utcnow()
-                s.commit()
 
     def _postfix(self, outcome: tuple[str, Score | None]) -> dict:
         status, score = outcome

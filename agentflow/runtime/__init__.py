@@ -182,24 +182,16 @@ class Runtime:
                 return
 
     def _clean_once(self) -> None:
-        try:
-            ended = self.sessions.cleanup_expired()
-            if ended:
-                log.info("cleaned %d expired or abandoned session(s)", ended)
-        except Exception:  # noqa: BLE001 - try again next round
-            log.exception("session cleanup failed")
-        try:
-            ended = self._sweep_jails()
-            if ended:
-                log.info("ended %d session sandbox(es) that no live session owned", ended)
-        except Exception:  # noqa: BLE001 - try again next round
-            log.exception("sandbox cleanup failed")
-        try:
-            reaped = self.requests.reap_abandoned()
-            if reaped:
-                log.info("ended %d request claim(s) of dead server processes", reaped)
-        except Exception:  # noqa: BLE001 - try again next round
-            log.exception("request cleanup failed")
+        rounds = ((self.sessions.cleanup_expired, "cleaned %d expired or abandoned session(s)", "session"),
+                  (self._sweep_jails, "ended %d session sandbox(es) that no live session owned", "sandbox"),
+                  (self.requests.reap_abandoned, "ended %d request claim(s) of dead server processes", "request"))
+        for clean, done, what in rounds:
+            try:
+                ended = clean()
+                if ended:
+                    log.info(done, ended)
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("%s cleanup failed", what)
 
     def _sweep_jails(self) -> int:
         from ..isolation.session import sweep

@@ -50,7 +50,7 @@ from .sampler import ExplorationError, TreeSampler
 from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
 from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
-                        process_identity, run_output_dir, update_latest)
+                        process_identity, run_beat, run_output_dir, update_latest)
 from .store import add_node, export_run, get_run, node_rows, touch
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "SynthesisError", "Runner", "resume_command", "synthesize"]
@@ -240,7 +240,7 @@ class Runner:
             self.duplicates = DuplicateIndex(cfg.question_similarity_threshold, accepted)
             self.accepted = len(accepted)
             try:
-                with Heartbeat(self._beat):
+                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))):
                     status, error = self._execute(todo)
             except SynthesisError as err:
                 self._finish(RUN_ERROR, str(err), started)
@@ -300,13 +300,6 @@ class Runner:
             if self._streak.failed(error_signature(f"{type(cause).__name__}: {cause}"), short,
                                    resume_command(self.run_id)):
                 self.stop.set()
-
-    def _beat(self) -> None:
-        with self._write_lock, self.sessions() as s:
-            run = get_run(s, self.run_id)
-            if run is not None:
-                run.heartbeat_at = utcnow()
-                s.commit()
 
     def _pool(self, todo: list[tuple[int, int]]) -> dict[int, bool | None]:
         from tqdm import tqdm

@@ -11,10 +11,8 @@ from __future__ import annotations
 import signal
 
 from ..isolation import Limits, SupervisorError, SupervisorGone, SupervisorTimeout
-from .base import Backend, BackendConfigError, ParamError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
+from .base import Backend, BackendConfigError, SessionFailed, SessionInfo, ToolContext, ToolError, ToolTimeout, tool
 
-MAX_COMMAND_BYTES = 1 << 20
-"""The longest command ``bash:run`` takes (UTF-8 bytes)."""
 _DEFAULTS = Limits(memory_mb=2048, max_processes=256, disk_mb=1024, file_size_mb=256, cpu_seconds=600)
 
 
@@ -71,8 +69,6 @@ class BashBackend(Backend):
         max_timeout=3600,
     )
     def run(self, ctx: ToolContext, command: str) -> dict:
-        if len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES:
-            raise ParamError("command", f"is longer than {MAX_COMMAND_BYTES} bytes")
         supervisor = self.confine.attach(ctx.session, max_reply_bytes=4 * ctx.max_output_bytes + 65536)
         restarted = False
         try:

@@ -402,26 +402,12 @@ def execute(handle: KernelHandle, code: str, *, timeout: float, setup: str | Non
     # One execution at a time per kernel: a second caller waits at most its own timeout.
     if not client.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
         raise KernelError("the kernel is busy with another call")
-    with _Held(client.lock):
-        try:
-            return _execute_locked(client.kc, handle, code, deadline, setup, interrupt_grace, store_history,
-                                   max_bytes)
-        finally:
-            if client.retired:
-                client.kc.stop_channels()
-
-
-class _Held:
-    """Releases an already acquired lock on exit."""
-
-    def __init__(self, lock: threading.Lock):
-        self.lock = lock
-
-    def __enter__(self):
-        return self.lock
-
-    def __exit__(self, *exc):
-        self.lock.release()
+    try:
+        return _execute_locked(client.kc, handle, code, deadline, setup, interrupt_grace, store_history, max_bytes)
+    finally:
+        if client.retired:
+            client.kc.stop_channels()
+        client.lock.release()
 
 
 def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, deadline: float,

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import threading
 import time
 import uuid
 from pathlib import Path
 
-import pytest
 
 from tests.support.jail import cgroup_pids, session_pids, wait_until_gone
 from tests.support.server import start_server
@@ -31,10 +29,6 @@ def _ledger(srv) -> dict[str, dict]:
     control = control_dir((srv.home / "workspaces").resolve())
     return {p.stem: json.loads(p.read_text()) for p in control.glob("s*.json")}
 
-
-def _state(srv, session_id):
-    with sqlite3.connect(srv.home / "agentflow.db") as db:
-        return json.loads(db.execute("SELECT state FROM sessions WHERE id = ?", (session_id,)).fetchone()[0])
 
 
 def _worker_running(srv, key: str) -> int:
@@ -77,7 +71,7 @@ def test_whole_server_killed_sessions_end_when_they_expire(tmp_path):
         worker = f"kill-{resource}"
         created = srv.post("/session/create", {"worker_id": worker, "resource_type": resource}).json()
         assert created["code"] == 0, created
-        states[resource] = _state(srv, created["data"]["session_id"])
+        states[resource] = srv.state_of(created["data"]["session_id"])
     assert _execute(srv, "kill-bash", "bash:run", {"command": "setsid sleep 300 & echo ok"})["code"] == 0
     srv.kill()  # master and workers at once, no cleanup
     assert all(session_pids(s) for s in states.values()), "sessions outlive a crashed server until they expire"

@@ -6,10 +6,8 @@ and checks what it could reach; the host side only looks (files, processes, cgro
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -73,10 +71,6 @@ def sh(srv, worker: str, command: str, timeout: float = 20) -> str:
     assert out["code"] == 0, out
     return out["data"]["stdout"] + out["data"]["stderr"]
 
-
-def state_of(srv, session_id: str) -> dict:
-    with sqlite3.connect(srv.home / "agentflow.db") as db:
-        return json.loads(db.execute("SELECT state FROM sessions WHERE id = ?", (session_id,)).fetchone()[0])
 
 
 # -- 1. sees only its own ----------------------------------------------------------
@@ -305,7 +299,7 @@ def test_output_is_capped_while_it_streams(srv):
 def test_no_server_thread_waits_beyond_the_call_timeout(tight):
     w = wid()
     session = create(tight, w)
-    state = state_of(tight, session["session_id"])
+    state = tight.state_of(session["session_id"])
     frozen = cgroup_pids(state["jail"]["key"])
     for pid in frozen:  # the supervisor and everything else of the session stop answering
         os.kill(pid, 19)
@@ -325,7 +319,7 @@ def test_destroy_leaves_no_process_of_the_session(srv):
         session = create(srv, w, resource)
         if resource == "bash":
             sh(srv, w, "setsid sleep 300 > /dev/null 2>&1 < /dev/null & sleep 0.3; echo ok")
-        state = state_of(srv, session["session_id"])
+        state = srv.state_of(session["session_id"])
         assert session_pids(state)
         assert srv.post("/session/destroy", {"worker_id": w, "resource_type": resource}).json()["code"] == 0
         assert wait_until_gone(state) == []

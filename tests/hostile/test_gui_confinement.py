@@ -53,7 +53,7 @@ class _Session:
                                                "config": config or {}}).json()
         assert created["code"] == 0, created
         self.id = created["data"]["session_id"]
-        self.state = _state(srv, self.id)
+        self.state = srv.state_of(self.id)
         self.workspace = srv.workspace_of(self.id)
 
     def call(self, action: str, params: dict | None = None, timeout: float | None = None) -> dict:
@@ -65,18 +65,6 @@ class _Session:
     def destroy(self) -> None:
         out = self.srv.post("/session/destroy", {"worker_id": self.worker, "resource_type": self.resource}).json()
         assert out["code"] == 0, out
-
-
-def _state(srv, session_id: str) -> dict:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(srv.db_url)
-    try:
-        with engine.connect() as conn:
-            raw = conn.execute(text("select state from sessions where id = :i"), {"i": session_id}).scalar_one()
-    finally:
-        engine.dispose()
-    return raw if isinstance(raw, dict) else json.loads(raw)
 
 
 def _wait_file(path: Path, limit: float = 10.0) -> str:
@@ -179,7 +167,7 @@ def test_destroy_ends_every_desktop_process(srv):
     assert typed["code"] == 0, typed
     _wait_file(vm.workspace / "started.txt")
     assert vm.call("vm:open", {"app_or_url": "xterm -T extra"})["code"] == 0
-    state = _state(srv, vm.id)
+    state = srv.state_of(vm.id)
     assert len(session_pids(state)) >= 6
     vm.destroy()
     assert wait_until_gone(state) == [], "processes of the desktop outlived its session"
@@ -271,7 +259,7 @@ def test_no_other_session_can_reach_a_browsers_devtools(srv):
 def test_destroy_ends_every_browser_process(srv):
     browser = _Session(srv, "browser")
     assert browser.call("browser:goto", {"url": SITE})["code"] == 0
-    state = _state(srv, browser.id)
+    state = srv.state_of(browser.id)
     assert len(session_pids(state)) >= 3  # supervisor, Playwright's driver, Chromium and its helpers
     browser.destroy()
     assert wait_until_gone(state) == [], "processes of the browser outlived its session"

@@ -62,6 +62,18 @@ class ServerProcess:
         finally:
             engine.dispose()
 
+    def state_of(self, session_id: str) -> dict:
+        """A session's recorded state (``sessions.state``: its jail, display…)."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.db_url)
+        try:
+            with engine.connect() as conn:
+                raw = conn.execute(text("select state from sessions where id = :i"), {"i": session_id}).scalar_one()
+        finally:
+            engine.dispose()
+        return raw if isinstance(raw, dict) else json.loads(raw)
+
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(x) for x in out.split()]

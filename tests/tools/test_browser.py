@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 import uuid
 
@@ -53,17 +52,6 @@ def session(server):
 def _call(server, worker, action, params=None):
     return server.post("/execute", {"worker_id": worker, "action": action, "params": params or {}}).json()
 
-
-def _state(server, session_id) -> dict:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(server.db_url)
-    try:
-        with engine.connect() as conn:
-            raw = conn.execute(text("select state from sessions where id = :i"), {"i": session_id}).scalar_one()
-    finally:
-        engine.dispose()
-    return raw if isinstance(raw, dict) else json.loads(raw)
 
 
 def test_navigate_click_and_read(server, session):
@@ -115,7 +103,7 @@ def test_offline_corpus_and_url_rules(server, session):
 def test_destroy_ends_chromium(server):
     worker = f"br-{uuid.uuid4().hex[:8]}"
     created = server.post("/session/create", {"worker_id": worker, "resource_type": "browser"}).json()
-    full = _state(server, created["data"]["session_id"])
+    full = server.state_of(created["data"]["session_id"])
     state = full["browser"]
     assert _call(server, worker, "browser:goto", {"url": SITE})["code"] == 0
     assert len(marker_pids(state["marker"])) >= 2  # the browser and its helper processes

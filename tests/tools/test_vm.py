@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import shutil
 import time
 import uuid
@@ -67,17 +66,6 @@ def _image(envelope) -> Image.Image:
     return image.convert("RGB")
 
 
-def _state(server, session_id) -> dict:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(server.db_url)
-    try:
-        with engine.connect() as conn:
-            raw = conn.execute(text("select state from sessions where id = :i"), {"i": session_id}).scalar_one()
-    finally:
-        engine.dispose()
-    return raw if isinstance(raw, dict) else json.loads(raw)
-
 
 class _Session:
     def __init__(self, server, config=None):
@@ -88,7 +76,7 @@ class _Session:
         self.seconds = time.monotonic() - t0
         assert created["code"] == 0, created
         self.id = created["data"]["session_id"]
-        self.state = _state(server, self.id)
+        self.state = server.state_of(self.id)
 
     def call(self, action, params=None):
         return _call(self.server, self.worker, action, params)
