@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..processes import owner_alive, owner_id
 from . import channel, network
 from .cgroups import CgroupTree, detect_cgroups
 from .errors import IsolationError, IsolationUnavailable, SupervisorError
@@ -318,26 +319,12 @@ def _write_ledger(control: Path, session, record: JailRecord) -> None:
     a jail whose session was lost (a temporary session of a killed worker, a session
     whose row ended without the backend hook) is found and ended by :func:`sweep`."""
     entry = {"session_id": session.session_id, "workspace": str(session.workspace),
-             "temporary": bool(session.temporary), "owner": [os.getpid(), _start_ticks(os.getpid())],
+             "temporary": bool(session.temporary), "owner": owner_id(),
              "jail": dataclasses.asdict(record)}
     tmp = control / f".{record.key}.{os.getpid()}.{threading.get_ident()}"
     with open(tmp, "w") as fh:
         json.dump(entry, fh)
     os.replace(tmp, control / f"{record.key}.json")
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    return int(raw[raw.rfind(")") + 2:].split()[19])
-
-
-def _owner_alive(owner: list) -> bool:
-    pid, ticks = owner
-    return _start_ticks(int(pid)) == ticks
 
 
 def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[str], bool]) -> int:
@@ -351,7 +338,8 @@ def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[s
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        orphan = not _owner_alive(entry["owner"]) if entry.get("temporary") else not is_live(entry["session_id"])
+        # a temporary session's owner on another node cannot be judged here: left to that node
+        orphan = owner_alive(str(entry["owner"])) is False if entry.get("temporary") else not is_live(entry["session_id"])
         if not orphan:
             continue
         from ..tools.base import SessionInfo  # the shape stop() reads; no backend involved

@@ -27,7 +27,7 @@ from ..db.models import (
 from ..tools.base import SessionFailed, SessionInfo
 from .errors import ParameterError, SessionError
 from .registry import ToolRegistry
-from .requestlog import owner_alive, owner_id
+from ..processes import owner_alive, owner_id
 from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ def _ledger(srv) -> dict[str, dict]:
 
 def _worker_running(srv, key: str) -> int:
     """The gunicorn worker whose call started the jail ``key`` (its ledger owner)."""
-    return _ledger(srv)[key]["owner"][0]
+    return int(_ledger(srv)[key]["owner"].rsplit(":", 2)[1])  # node:pid:start
 
 
 def test_temporary_session_of_a_killed_worker_is_ended_by_the_cleaner(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from agentflow.runtime.requestlog import owner_id
+from agentflow.processes import owner_id
 from agentflow.sandbox import Sandbox
 from agentflow.sandbox.client import HTTPClientConfig, HTTPServiceClient
 from tests.support.fake_openai import FakeOpenAI, call, last_tool, tool_calls, turn
