@@ -19,6 +19,12 @@ SESSION_CLOSING = "closing"
 SESSION_DESTROYED = "destroyed"
 SESSION_EXPIRED = "expired"
 SESSION_FAILED = "failed"
+SESSION_LOST = "lost"
+"""Its node's lease expired (the node died or was cut off): its processes are gone."""
+
+NODE_LIVE = "live"
+NODE_LOST = "lost"
+NODE_STOPPED = "stopped"
 
 
 class SandboxSession(Base):
@@ -42,6 +48,8 @@ class SandboxSession(Base):
     ended_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     end_reason: Mapped[Optional[str]] = mapped_column(Text)
     expiry_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    node_id: Mapped[Optional[str]] = mapped_column(String(200), index=True)
+    """The node (server) that runs the session's processes; calls for it go there."""
 
     __table_args__ = (
         Index(
@@ -84,6 +92,8 @@ class ToolCall(Base):
     started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
     server_pid: Mapped[int] = mapped_column(Integer, default=0)
+    node_id: Mapped[Optional[str]] = mapped_column(String(200))
+    """The node that ran the call (``meta.node_id``)."""
 
     def __repr__(self) -> str:
         return f"<ToolCall {self.id} {self.action} code={self.code}>"
@@ -105,6 +115,8 @@ class RequestRecord(Base):
     response: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    node_id: Mapped[Optional[str]] = mapped_column(String(200))
+    """The node running the request: when that node is lost, the claim is interrupted."""
 
     def __repr__(self) -> str:
         return f"<RequestRecord {self.request_id} {self.status}>"
@@ -123,3 +135,29 @@ class WarmupState(Base):
 
     def __repr__(self) -> str:
         return f"<WarmupState {self.backend} {self.status}>"
+
+
+class Node(Base):
+    """One sandbox server of a cluster, registered at start and kept alive by a lease
+    its processes renew (see ``agentflow.runtime.cluster``)."""
+
+    __tablename__ = "nodes"
+
+    node_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    """Where the other nodes reach this one (``server.node_url``)."""
+    version: Mapped[str] = mapped_column(String(64), default="")
+    capacity: Mapped[int] = mapped_column(Integer, default=0)
+    """``server.max_sessions``: live sessions it takes (0: no limit)."""
+    status: Mapped[str] = mapped_column(String(16), default=NODE_LIVE)
+    """``live``, ``lost`` (its lease expired) or ``stopped`` (it shut down)."""
+    host: Mapped[str] = mapped_column(String(255), default="")
+    incarnation: Mapped[str] = mapped_column(String(64), default="")
+    """Random per start: a node back after being lost is a new incarnation."""
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    lease_expires_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    lost_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.node_id} {self.status}>"
