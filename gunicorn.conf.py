@@ -29,4 +29,5 @@ def on_starting(server):
 
 def on_exit(server):
     """End live sessions so a stopped server leaves no processes behind."""
-    end_sessions_on_exit(os.environ.get("AGENTFLOW_CONFIG") or None)
+    host, _, port = bind.rpartition(":")
+    end_sessions_on_exit(os.environ.get("AGENTFLOW_CONFIG") or None, host.strip("[]"), int(port))

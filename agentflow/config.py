@@ -171,7 +171,7 @@ _SERVER_KEYS = {
     "host", "port", "url", "session_ttl", "auth_token", "database_url", "data_dir",
     "max_request_bytes", "max_output_bytes", "max_call_timeout", "cleanup_interval",
     "roots", "workers", "threads", "log_level", "workspace_dir", "allowed_hosts", "allowed_origins",
-    "isolation", "cgroup_parent",
+    "isolation", "cgroup_parent", "node_id", "node_url", "node_lease", "max_sessions", "cluster_token",
 }
 _TOP_KEYS = {"server", "resources", "apis", "warmup", "$schema"}
 
@@ -200,6 +200,16 @@ class ServerConfig:
     """``bwrap``: every session confined (see agentflow.isolation); ``none``: unconfined."""
     cgroup_parent: str = "agentflow"
     """The cgroup folder (under each controller) that session cgroups go in."""
+    node_id: str | None = None
+    """This server's name in a cluster (default ``<hostname>:<port>``, see :attr:`node_name`)."""
+    node_url: str | None = None
+    """Where the other nodes reach this one (default ``http://<host>:<port>``)."""
+    node_lease: float = 15.0
+    """Seconds a node stays live without renewing its lease (renewed 5 times per lease)."""
+    max_sessions: int = 0
+    """Live sessions this node takes (0: no limit); more are placed on other nodes."""
+    cluster_token: str | None = None
+    """Bearer token nodes send each other when forwarding (default: ``auth_token``)."""
     allowed_hosts: list[str] | None = None
     """``Host`` names the server answers to (``*``: any); None: the bound host, loopback
     names and addresses, and this node's own name (see agentflow.server.guard)."""
@@ -211,6 +221,24 @@ class ServerConfig:
     warmup_resources: list[str] = dataclasses.field(default_factory=list)
     source: Path | None = None
     project_dir: Path = dataclasses.field(default_factory=lambda: _project_dir())
+
+    @property
+    def node_name(self) -> str:
+        import socket
+
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
+
+    @property
+    def advertised_url(self) -> str:
+        """The URL other nodes forward to: ``node_url``, else built from host and port."""
+        if self.node_url:
+            return self.node_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else ("localhost" if self.host == "::" else self.host)
+        return f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+
+    @property
+    def forward_token(self) -> str | None:
+        return self.cluster_token or self.auth_token
 
     @property
     def effective_database_url(self) -> str:
@@ -259,9 +287,40 @@ def load_server_config(path: str | os.PathLike | None = None, env: Mapping[str, 
         raise ConfigError(f"server.isolation must be \"bwrap\" or \"none\", got {cfg.isolation!r}")
     if env.get("AGENTFLOW_API_TOKEN"):
         cfg.auth_token = env["AGENTFLOW_API_TOKEN"]
+    _apply_cluster_env(cfg, env)
     cfg.data_dir = cfg.data_dir.resolve()
     cfg.auth_token = cfg.auth_token or None
+    cfg.cluster_token = cfg.cluster_token or None
+    _check_cluster(cfg, path)
     return cfg
+
+
+def _apply_cluster_env(cfg: ServerConfig, env: Mapping[str, str]) -> None:
+    for key in ("node_id", "node_url", "cluster_token"):
+        if env.get(f"AGENTFLOW_{key.upper()}"):
+            setattr(cfg, key, env[f"AGENTFLOW_{key.upper()}"])
+    if env.get("AGENTFLOW_NODE_LEASE"):
+        cfg.node_lease = as_float(env["AGENTFLOW_NODE_LEASE"], "AGENTFLOW_NODE_LEASE", 0.5)
+
+
+def _check_cluster(cfg: ServerConfig, path) -> None:
+    """A cluster needs a database every node reaches: sqlite is one machine's file."""
+    where = f"{path}: " if path else ""
+    if cfg.node_lease < 0.5:
+        raise ConfigError(f"{where}server.node_lease must be a number >= 0.5 seconds, got {cfg.node_lease!r}")
+    if cfg.node_id is not None and (not isinstance(cfg.node_id, str) or not _NODE_ID.fullmatch(cfg.node_id)):
+        raise ConfigError(f"{where}server.node_id must be 1-128 characters of letters, digits and . _ : @ -, "
+                          f"got {cfg.node_id!r}")
+    if cfg.node_url is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", str(cfg.node_url)):
+        raise ConfigError(f"{where}server.node_url must be an http:// or https:// URL, got {cfg.node_url!r}")
+    if cfg.node_url and cfg.effective_database_url.startswith("sqlite"):
+        raise ConfigError(
+            f"{where}server.node_url (or AGENTFLOW_NODE_URL) is set, but the database is sqlite, a file on "
+            "this machine that other nodes cannot share: a cluster needs PostgreSQL (server.database_url or "
+            "AGENTFLOW_DATABASE_URL = postgresql+psycopg://...). Remove node_url to run a single node.")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:@-]{0,127}")
 
 
 def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
@@ -271,7 +330,11 @@ def _apply_server_section(cfg: ServerConfig, server: dict, path) -> None:
                           f"{', '.join(repr(k) + did_you_mean(k, _SERVER_KEYS) for k in unknown)}; "
                           f"known: {', '.join(sorted(_SERVER_KEYS))}")
     types = {"port": int, "session_ttl": float, "max_request_bytes": int, "max_output_bytes": int,
-             "max_call_timeout": float, "cleanup_interval": float, "workers": int, "threads": int}
+             "max_call_timeout": float, "cleanup_interval": float, "workers": int, "threads": int,
+             "node_lease": float}
+    if "max_sessions" in server:  # 0 means no limit, so it is not one of the positive numbers
+        cfg.max_sessions = as_int(server["max_sessions"], f"{path}: server.max_sessions", 0)
+        server = {k: v for k, v in server.items() if k != "max_sessions"}
     for key, value in server.items():
         if key == "url":
             continue

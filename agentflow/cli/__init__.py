@@ -13,6 +13,7 @@ _SUBCOMMANDS = [
     "agentflow.cli.serve",
     "agentflow.cli.data",
     "agentflow.cli.db",
+    "agentflow.cli.cluster",
     "agentflow.cli.bench",
     "agentflow.cli.rag",
     "agentflow.cli.web",

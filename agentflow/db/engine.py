@@ -150,8 +150,42 @@ def alembic_config(url: str):
     return cfg
 
 
+MIGRATION_LOCK_KEY = 0x6167_666C_6F77
+"""The PostgreSQL advisory lock nodes take to migrate one at a time (ASCII "agflow")."""
+
+
 @contextlib.contextmanager
-def _migration_lock(lock_dir: Path | None) -> Iterator[None]:
+def _advisory_lock(url: str) -> Iterator[None]:
+    """Hold PostgreSQL's session advisory lock while migrating: nodes on several
+    machines starting against one empty database migrate it once, in turn."""
+    from sqlalchemy import text
+
+    engine = create_engine(url, poolclass=_null_pool())
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _null_pool():
+    from sqlalchemy.pool import NullPool
+
+    return NullPool
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str, lock_dir: Path | None) -> Iterator[None]:
+    if url.startswith("postgresql"):
+        with _advisory_lock(url):
+            yield
+        return
     if lock_dir is None:
         yield
         return
@@ -168,11 +202,12 @@ def _migration_lock(lock_dir: Path | None) -> Iterator[None]:
 
 
 def upgrade(url: str, revision: str = "head", lock_dir: Path | None = None) -> None:
-    """Run Alembic migrations up to ``revision`` (processes on one machine take turns)."""
+    """Run Alembic migrations up to ``revision``. Processes take turns: on PostgreSQL
+    under an advisory lock in the database, on sqlite under a file lock in ``lock_dir``."""
     from alembic import command
 
     try:
-        with _migration_lock(lock_dir):
+        with _migration_lock(url, lock_dir):
             command.upgrade(alembic_config(url), revision)
     except DatabaseError:
         raise

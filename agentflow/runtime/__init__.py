@@ -16,6 +16,7 @@ from ..db import make_engine, make_session_factory, upgrade, utcnow
 from ..db.engine import PRIVATE_FILE_MODE, tighten_mode
 from ..db.models import WarmupState
 from ..tools.base import BackendContext
+from .cluster import Cluster
 from .errors import ApiError, BackendUnavailable, ParameterError
 from .executor import Executor
 from .registry import ToolRegistry
@@ -94,10 +95,13 @@ class Runtime:
                                  cgroup_parent=config.cgroup_parent)
         self.registry = ToolRegistry(config, context)
         self.workspaces = workspaces
-        self.sessions = SessionManager(self.read, self.writer, self.registry, workspaces, config.session_ttl)
+        self.cluster = Cluster(config, self.read, self.writer)
+        self.sessions = SessionManager(self.read, self.writer, self.registry, workspaces, config.session_ttl,
+                                       self.cluster)
         self.executor = Executor(self.registry, self.sessions, self.writer,
-                                 config.max_output_bytes, config.max_call_timeout)
-        self.requests = RequestLog(self.read, self.writer, stale_after=config.max_call_timeout + 60)
+                                 config.max_output_bytes, config.max_call_timeout, node_id=self.cluster.node_id)
+        self.requests = RequestLog(self.read, self.writer, stale_after=config.max_call_timeout + 60,
+                                   node_id=self.cluster.node_id)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -155,6 +159,9 @@ class Runtime:
 
     # -- background work ---------------------------------------------------------
     def start_background(self) -> None:
+        # registered before the first request is served: sessions made here name a known node
+        self.cluster.register()
+        self._spawn("agentflow-node-lease", lambda: self.cluster.heartbeat(self._stop))
         self._spawn("agentflow-cleaner", self._clean_loop)
         if self.config.warmup_enabled:
             self._spawn("agentflow-warmup", lambda: self.warmup(self.config.warmup_resources or None))

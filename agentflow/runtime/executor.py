@@ -20,6 +20,7 @@ import jsonschema
 from ..db import utcnow
 from ..db.models import ToolCall
 from ..tools.base import ParamError, SessionFailed, ToolContext, ToolError, ToolSpec, ToolTimeout
+from .cluster import ForwardCall
 from .errors import ApiError, InternalError, ParameterError, SessionError
 from .registry import ToolRegistry
 from .sessions import SessionManager
@@ -58,7 +59,8 @@ def _schema_error_message(err: jsonschema.ValidationError) -> str:
 
 class Executor:
     def __init__(self, registry: ToolRegistry, sessions: SessionManager, writer: GroupCommitter,
-                 max_output_bytes: int, max_call_timeout: float):
+                 max_output_bytes: int, max_call_timeout: float, node_id: str | None = None):
+        self._node_id = node_id
         self._registry = registry
         self._sessions = sessions
         self._writer = writer
@@ -71,18 +73,30 @@ class Executor:
     # -- one call ----------------------------------------------------------------
     def execute(self, *, worker_id: str, action: str, params: dict | None, timeout: float | None = None,
                 trace_id: str | None = None, request_id: str | None = None, batch_index: int | None = None,
-                final_write: FinalWrite | None = None) -> dict:
-        """Run one call and return its envelope (tool failures are envelopes too)."""
+                final_write: FinalWrite | None = None, forwardable: bool = False) -> dict:
+        """Run one call and return its envelope (tool failures are envelopes too).
+
+        Raises:
+            ForwardCall: (only when ``forwardable``) the worker's session for this
+                call is on another node; nothing ran and nothing was audited here.
+        """
         started_at, t0 = utcnow(), time.perf_counter()
         params = params if params is not None else {}
         meta = {"tool": action, "resource_type": None, "session_id": None, "execution_time_ms": 0.0,
                 "trace_id": trace_id or uuid.uuid4().hex, "request_id": request_id or uuid.uuid4().hex,
-                "temporary_session": False}
+                "temporary_session": False, "node_id": self._node_id}
         session_write: Row | None = None
         try:
             spec = self._registry.resolve(action)
             meta["tool"], meta["resource_type"] = spec.full_name, spec.resource_type
             code, message, data, session_write = self._run(spec, worker_id, params, timeout, meta)
+        except ForwardCall as moved:
+            if forwardable:
+                raise
+            err = SessionError(f"{moved.what} is on node {moved.node.node_id}, not the node running this batch; "
+                               "send this call on its own (it is then forwarded there)",
+                               {"node_id": moved.node.node_id})
+            code, message, data = err.code, err.message, err.data
         except ApiError as err:
             code, message, data = err.code, err.message, err.data
         except Exception:  # boundary: the traceback goes to the log, never to the client
@@ -178,6 +192,7 @@ class Executor:
             result=raw[:AUDIT_RESULT_CAP].decode("utf-8", "ignore"), result_size=len(raw),
             result_sha256=hashlib.sha256(raw).hexdigest(), result_truncated=len(raw) > AUDIT_RESULT_CAP,
             started_at=started_at, duration_ms=meta["execution_time_ms"], server_pid=self._pid,
+            node_id=self._node_id,
         )
 
     # -- batch -------------------------------------------------------------------

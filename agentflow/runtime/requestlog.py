@@ -70,7 +70,9 @@ def interrupted_answer(row: RequestRecord, reason: str) -> dict:
 
 
 class RequestLog:
-    def __init__(self, read: sessionmaker[Session], writer: GroupCommitter, stale_after: float):
+    def __init__(self, read: sessionmaker[Session], writer: GroupCommitter, stale_after: float,
+                 node_id: str | None = None):
+        self._node_id = node_id
         self._read = read
         self._writer = writer
         self._stale_after = stale_after
@@ -91,7 +93,8 @@ class RequestLog:
                 # retry pays for the lookup
                 self._writer.write(rows=[(_TABLE, {
                     "request_id": request_id, "endpoint": endpoint, "body_sha256": body_sha256,
-                    "status": STATUS_PENDING, "owner": self._owner, "created_at": utcnow()})])
+                    "status": STATUS_PENDING, "owner": self._owner, "created_at": utcnow(),
+                    "node_id": self._node_id})])
                 return None
             except IntegrityError:
                 pass
@@ -144,7 +147,8 @@ class RequestLog:
     def _take_over(self, s: Session, request_id: str, old_owner: str) -> bool:
         res = s.execute(update(RequestRecord).where(
             RequestRecord.request_id == request_id, RequestRecord.owner == old_owner,
-            RequestRecord.status == STATUS_PENDING).values(owner=self._owner, created_at=utcnow()))
+            RequestRecord.status == STATUS_PENDING).values(owner=self._owner, created_at=utcnow(),
+                                                           node_id=self._node_id))
         return res.rowcount == 1
 
     def _interrupt(self, row: RequestRecord, reason: str) -> dict | None:

@@ -21,11 +21,13 @@ from ..db.models import (
     SESSION_DESTROYED,
     SESSION_EXPIRED,
     SESSION_FAILED,
+    SESSION_LOST,
     SESSION_STARTING,
     SandboxSession,
 )
 from ..tools.base import SessionFailed, SessionInfo
 from .errors import ParameterError, SessionError
+from .cluster import Cluster, node_lost_error
 from .registry import ToolRegistry
 from ..processes import owner_alive, owner_id
 from .writer import GroupCommitter, Row
@@ -101,7 +103,10 @@ class SessionManager:
         registry: ToolRegistry,
         workspaces: Path,
         ttl: float,
+        cluster: Cluster,
     ):
+        self._cluster = cluster
+        self.node_id = cluster.node_id
         self._read = read
         self._writer = writer
         self._registry = registry
@@ -139,6 +144,8 @@ class SessionManager:
             if kind == "stale":
                 self._end(row, SESSION_EXPIRED, "idle for longer than the session ttl")
                 continue
+            if kind == "full":
+                raise self._cluster.full_error()
             break
         info = self.info(row)
         info.save_state = lambda: self._save_starting_state(row.id, info.state)
@@ -185,8 +192,12 @@ class SessionManager:
                 return "wait", live
             if live.expires_at > now:
                 return "existing", live
+            if not self._mine(live):  # its own node ends it (its processes are there)
+                return "existing", live
             live.status = SESSION_CLOSING
             return "stale", live
+        if not self._cluster.has_room(s):
+            return "full", None
         count = s.scalar(
             select(func.count()).select_from(SandboxSession).where(
                 SandboxSession.worker_id == worker_id, SandboxSession.resource_type == resource_type
@@ -209,6 +220,7 @@ class SessionManager:
             last_activity=now,
             expires_at=now + self.ttl,
             expiry_reported=False,
+            node_id=self.node_id,
         )
         s.add(row)
         s.flush()
@@ -275,18 +287,22 @@ class SessionManager:
             ).first()
         if row is None:
             return None
+        if row.status in _LIVE and not self._mine(row):
+            self._cluster.route(row.id, row.node_id, f"session {row.id}")
         if row.status == SESSION_STARTING:
             row = self._wait_started(row.id)
             return row
         now = utcnow()
         if row.status == SESSION_ACTIVE and row.expires_at > now:
             return row
+        if row.status == SESSION_LOST and not row.expiry_reported:
+            self._mark_reported(row.id)
+            raise node_lost_error(row.id, self._cluster.node(row.node_id), row.node_id)
         if row.status == SESSION_ACTIVE:  # expired but not cleaned yet: clean it now
             self.expire(row.id)
             row.status = SESSION_EXPIRED
         if row.status == SESSION_EXPIRED and not row.expiry_reported:
-            self._writer.write(lambda s: s.execute(
-                update(SandboxSession).where(SandboxSession.id == row.id).values(expiry_reported=True)))
+            self._mark_reported(row.id)
             raise SessionError(
                 f"session {row.id} expired at {isoformat(row.expires_at)} after being idle longer than the "
                 f"session ttl ({self.ttl.total_seconds():g} s); its state is gone. Create a new session "
@@ -294,6 +310,16 @@ class SessionManager:
                 {"session_id": row.id, "expired_at": isoformat(row.expires_at)},
             )
         return None
+
+    def _mark_reported(self, session_id: str) -> None:
+        """The worker has been told its session ended: later calls run in temporary ones."""
+        self._writer.write(lambda s: s.execute(
+            update(SandboxSession).where(SandboxSession.id == session_id).values(expiry_reported=True)))
+
+    def _mine(self, row: SandboxSession) -> bool:
+        """Whether this node runs the session's processes (rows from before nodes were
+        recorded belong to whichever node finds them)."""
+        return row.node_id is None or row.node_id == self.node_id
 
     def temporary(self, worker_id: str, resource_type: str) -> SessionInfo:
         """Start a session that lives for one call (no database row)."""
@@ -337,6 +363,12 @@ class SessionManager:
     # -- end ---------------------------------------------------------------------
     def destroy(self, worker_id: str, resource_type: str) -> dict:
         self._registry.backend(resource_type)
+        with self._read() as s:
+            live = s.scalars(select(SandboxSession).where(
+                SandboxSession.worker_id == worker_id, SandboxSession.resource_type == resource_type,
+                SandboxSession.status == SESSION_ACTIVE)).first()
+        if live is not None and not self._mine(live):
+            self._cluster.route(live.id, live.node_id, f"session {live.id}")
         row = self._writer.write(lambda s: self._claim_live(s, worker_id, resource_type))
         if row is None:
             raise SessionError(f"worker '{worker_id}' has no live session on resource '{resource_type}'")
@@ -347,6 +379,7 @@ class SessionManager:
             SandboxSession.worker_id == worker_id,
             SandboxSession.resource_type == resource_type,
             SandboxSession.status == SESSION_ACTIVE,
+            self._own_rows(),
         )).first()
         if row is not None:
             row.status = SESSION_CLOSING
@@ -357,7 +390,7 @@ class SessionManager:
         def claim(s: Session):
             res = s.execute(update(SandboxSession).where(
                 SandboxSession.id == session_id, SandboxSession.status == SESSION_ACTIVE,
-                SandboxSession.expires_at <= utcnow()).values(status=SESSION_CLOSING))
+                SandboxSession.expires_at <= utcnow(), self._own_rows()).values(status=SESSION_CLOSING))
             return s.get(SandboxSession, session_id) if res.rowcount == 1 else None
 
         row = self._writer.write(claim)
@@ -422,11 +455,13 @@ class SessionManager:
         half-closed by a process that died: a start whose process is dead (on this
         node) at once, others after a lease. Safe to run in every process at once."""
         now = utcnow()
+        mine = self._own_rows()
         with self._read() as s:
             expired = s.scalars(select(SandboxSession.id).where(
-                SandboxSession.status == SESSION_ACTIVE, SandboxSession.expires_at <= now)).all()
-            starting = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_STARTING)).all()
-            stale = s.scalars(select(SandboxSession).where(
+                SandboxSession.status == SESSION_ACTIVE, SandboxSession.expires_at <= now, mine)).all()
+            starting = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_STARTING,
+                                                              mine)).all()
+            stale = s.scalars(select(SandboxSession).where(mine).where(
                 (SandboxSession.status == SESSION_STARTING)
                 & (SandboxSession.last_activity < now - dt.timedelta(seconds=_STALE_START_SECONDS))
                 | (SandboxSession.status == SESSION_CLOSING)
@@ -441,10 +476,15 @@ class SessionManager:
                 ended += 1
         return ended
 
+    def _own_rows(self):
+        """The SQL condition for sessions whose processes run on this node."""
+        return SandboxSession.node_id.is_(None) | (SandboxSession.node_id == self.node_id)
+
     def end_all(self, reason: str) -> int:
-        """End every live session (server shutdown with cleanup)."""
+        """End every live session of this node (server shutdown with cleanup)."""
         def claim_all(s: Session) -> list[SandboxSession]:
-            rows = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_ACTIVE)).all()
+            rows = s.scalars(select(SandboxSession).where(SandboxSession.status == SESSION_ACTIVE,
+                                                          self._own_rows())).all()
             for row in rows:
                 row.status = SESSION_CLOSING
             return rows

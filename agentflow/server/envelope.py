@@ -181,7 +181,7 @@ def describe_errors(messages, prefix: str = "") -> str:
 def base_meta(**known) -> dict:
     started = g.get("started", time.perf_counter())
     return {"request_id": request_id(), "execution_time_ms": round((time.perf_counter() - started) * 1000, 3),
-            **{k: v for k, v in known.items()}}
+            "node_id": runtime().cluster.node_id, **known}
 
 
 def envelope(data: dict | None = None, code: int = 0, message: str = "success", **meta) -> dict:

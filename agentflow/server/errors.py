@@ -6,6 +6,7 @@ import logging
 from flask import Flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from ..runtime.cluster import ClusterFull, ForwardCall
 from ..runtime.errors import ApiError
 from .envelope import envelope, json_response
 
@@ -13,10 +14,22 @@ log = logging.getLogger(__name__)
 
 
 def api_error_response(err: ApiError):
-    return json_response(envelope(err.data, err.code, err.message), err.http_status)
+    response = json_response(envelope(err.data, err.code, err.message), err.http_status)
+    if isinstance(err, ClusterFull):
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
 
 
 def init_app(app: Flask) -> None:
+    @app.errorhandler(ForwardCall)
+    def _forward(moved: ForwardCall):
+        from .forward import relay
+
+        try:
+            return relay(moved)
+        except ApiError as err:
+            return api_error_response(err)
+
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
         return api_error_response(err)

@@ -84,6 +84,12 @@ def _node_names() -> set[str]:
     return names
 
 
+def _advertised_name(config: ServerConfig) -> set[str]:
+    """The host of ``server.node_url``: the name other nodes forward requests to."""
+    host = urlsplit(config.node_url).hostname if config.node_url else None
+    return {_normal_name(host)} if host else set()
+
+
 class HostPolicy:
     """Which ``Host`` and ``Origin`` values the server accepts (server config
     ``allowed_hosts`` and ``allowed_origins``)."""
@@ -92,7 +98,8 @@ class HostPolicy:
         configured = config.allowed_hosts
         self.any_host = configured is not None and "*" in configured
         self.defaults = configured is None
-        entries = set(configured) if configured is not None else _node_names() | {_normal_name(config.host)}
+        entries = set(configured) if configured is not None else \
+            _node_names() | {_normal_name(config.host)} | _advertised_name(config)
         self.names = {_normal_name(e) for e in entries if _ip(e) is None}
         self.ips = {_ip(e) for e in entries if _ip(e) is not None}
         self.any_origin = "*" in config.allowed_origins

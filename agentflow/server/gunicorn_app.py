@@ -33,7 +33,7 @@ def post_fork(server, worker) -> None:
     os.environ["AGENTFLOW_MASTER_PID"] = str(server.pid)
 
 
-def end_sessions_on_exit(config_path: str | None) -> None:
+def end_sessions_on_exit(config_path: str | None, host: str | None = None, port: int | None = None) -> None:
     """Master's last act: end every live session (kernels, displays, browsers), so a
     stopped server leaves no processes behind. A server killed with SIGKILL cannot do
     this; the next one's cleaner ends the sessions when they expire."""
@@ -43,11 +43,15 @@ def end_sessions_on_exit(config_path: str | None) -> None:
     from ..runtime import Runtime
 
     try:
-        runtime = Runtime(load_server_config(config_path), migrate=False)
+        config = load_server_config(config_path)
+        # the node is named after the bound address (its default node_id has the port)
+        config.host, config.port = host or config.host, port or config.port
+        runtime = Runtime(config, migrate=False)
     except Exception:  # noqa: BLE001 - exiting anyway; say why sessions stay
         logging.getLogger(__name__).exception("could not end live sessions at exit")
         return
     try:
+        runtime.cluster.stop()
         ended = runtime.sessions.end_all("server stopped")
         if ended:
             logging.getLogger(__name__).info("ended %d live session(s) at exit", ended)
@@ -68,7 +72,7 @@ def base_settings(host: str, port: int, workers: int | None, threads: int | None
         "control_socket_disable": True,  # a fixed path that several servers would fight over
         "post_fork": post_fork,
         "on_starting": become_subreaper,
-        "on_exit": lambda server: end_sessions_on_exit(config_path),
+        "on_exit": lambda server: end_sessions_on_exit(config_path, host, port),
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
@@ -98,6 +102,8 @@ class AgentFlowApplication(BaseApplication):
         from ..config import load_server_config
 
         config = load_server_config(self._config_path)
-        # --host may differ from server.host; the Host check must know the bound one
+        # --host/--port may differ from the config's; the Host check and the node's
+        # default name and URL must know the bound ones
         config.host = bind_host(self._settings["bind"])
+        config.port = int(self._settings["bind"].rsplit(":", 1)[1])
         return create_app(config, migrate=False)

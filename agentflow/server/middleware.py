@@ -18,11 +18,14 @@ _OPEN_ENDPOINTS = {"admin.health", "v1_admin.health"}
 
 
 def authenticated() -> bool:
-    token = runtime().config.auth_token
-    if not token:
-        return False
+    """The request carries the API token, or the cluster token another node forwards with."""
+    config = runtime().config
     given = request.headers.get("Authorization", "")
-    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip().encode(), token.encode())
+    if not given.startswith("Bearer "):
+        return False
+    given_token = given[7:].strip().encode()
+    return any(hmac.compare_digest(given_token, token.encode())
+               for token in (config.auth_token, config.cluster_token) if token)
 
 
 def init_app(app: Flask) -> None:

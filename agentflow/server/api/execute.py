@@ -5,6 +5,7 @@ from flask import Blueprint, g
 
 from ...runtime.errors import http_status
 from ..envelope import envelope, load_body, request_id, runtime
+from ..forward import forwarded
 from ..middleware import idempotent
 from ..schemas import BatchBody, ExecuteBody
 
@@ -24,7 +25,7 @@ def execute():
         g.answer_stored = True
     result = rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
                                  timeout=body["timeout"], trace_id=body["trace_id"], request_id=request_id(),
-                                 final_write=final_write)
+                                 final_write=final_write, forwardable=True)
     return result, http_status(result["code"])
 
 
@@ -33,6 +34,8 @@ def execute():
 def execute_batch():
     body = load_body(_batch_body)
     rt = runtime()
+    if not forwarded():
+        rt.cluster.go_home(body["worker_id"])  # the worker's sessions are elsewhere: run it there
     rid = request_id() if g.get("idempotent") else None
 
     # Each item keeps its own record, so a batch retried after its worker died

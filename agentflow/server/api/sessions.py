@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ..envelope import envelope, load_body, runtime
+from ..forward import forwarded
 from ..middleware import idempotent
 from ..schemas import SessionCreateBody, SessionDestroyBody, SessionListBody, SessionRefreshBody
 
@@ -16,6 +17,7 @@ _create, _destroy, _list, _refresh = SessionCreateBody(), SessionDestroyBody(), 
 def create():
     body = load_body(_create)
     config = body["config"] if body["config"] is not None else body["session_config"]
+    runtime().cluster.place(body["worker_id"], forwarded=forwarded())
     view, created = runtime().sessions.create(body["worker_id"], body["resource_type"], config, body["custom_name"])
     data = {**view, "session_status": view["status"], "created": created}
     message = "session created" if created else "session already exists"
