@@ -1,24 +1,28 @@
 """What rollout and synthesis runs share: run fingerprints, finding data files,
 writing output files so that a crash never leaves half of one, the per-run output
-folder with its ``latest`` link, and the heartbeat that tells a live run from one whose
-process is gone."""
+folder with its ``latest`` link, the heartbeat that tells a live run from one whose
+process is gone, and the loop that claims a run's items so that several processes can
+work on one run (:class:`ClaimLoop`)."""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import threading
+import uuid
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from .config import REPO_DIR
 
-__all__ = ["FATAL_REPEAT", "FatalStreak", "HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat",
-           "effective_status", "find_data_file", "fingerprint", "process_alive", "process_identity", "run_beat",
-           "run_output_dir", "update_latest", "write_lines"]
+__all__ = ["FATAL_REPEAT", "ClaimLoop", "FatalStreak", "HEARTBEAT_INTERVAL_S", "HEARTBEAT_STALE_S", "Heartbeat",
+           "claim_owner", "effective_status", "find_data_file", "fingerprint", "process_alive", "process_identity",
+           "process_tag", "run_beat", "run_output_dir", "update_latest", "worker_name", "write_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +189,10 @@ class Heartbeat:
 
 def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Callable[[], None]:
     """The ``beat`` of a run's :class:`Heartbeat`: set ``heartbeat_at`` of the row
-    ``load_run(db_session)`` returns, under the runner's write lock."""
+    ``load_run(db_session)`` returns, under the runner's write lock. The beat also writes
+    this process's ``pid`` and ``host``: when several processes work on one run, the row
+    names one that is alive (a killed one's pid is replaced within one interval), so the
+    run is not shown as ``interrupted`` while others still work on it."""
     from .db import utcnow
 
     def beat() -> None:
@@ -193,6 +200,7 @@ def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Ca
             run = load_run(s)
             if run is not None:
                 run.heartbeat_at = utcnow()
+                run.pid, run.host = os.getpid(), socket.gethostname()
                 s.commit()
 
     return beat
@@ -201,3 +209,139 @@ def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Ca
 def process_identity() -> dict:
     """``pid`` and ``host`` of this process, for a run row."""
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def process_tag() -> str:
+    """A random tag for one execution of a run (one process, or one runner inside it):
+    it makes sandbox worker ids and claim owners unique per process."""
+    return uuid.uuid4().hex[:8]
+
+
+def claim_owner(tag: str) -> str:
+    """The owner recorded on work claims: ``<tag>@<node:pid:start>`` (see
+    :mod:`agentflow.processes`), so a resume can tell a dead owner of this machine."""
+    from .processes import owner_id
+
+    return f"{tag}@{owner_id()}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_RUN_PART = 80
+
+
+def worker_name(prefix: str, run_id: str, tag: str, slot: str) -> str:
+    """A sandbox ``worker_id`` ``<prefix>-<run>-<tag>-<slot>`` within the server's name
+    rules (``agentflow.runtime.sessions.NAME_PATTERN``, at most 128 characters). A run id
+    with other characters, or longer than 80, is cleaned and cut, with a hash of the whole
+    id so that two such runs never share a name."""
+    part = _UNSAFE.sub("_", run_id)
+    if part != run_id or len(part) > _RUN_PART:
+        digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:8]
+        part = f"{part[:_RUN_PART - 9]}.{digest}"
+    return f"{prefix}-{part}-{tag}-{slot}"
+
+
+class ClaimLoop:
+    """Claims the items of one run in small batches and runs them on a thread pool,
+    until nothing is left to claim and no other process holds a live claim (it waits for
+    those: if their owner dies, their leases expire and this loop takes them over).
+
+    ``handle(claim)`` runs in a pool thread and stores the item's result, ending its
+    claim in the same transaction (:func:`agentflow.db.claims.fence`); it returns
+    ``None`` when it did not end it (the run is stopping, the claim was lost), and the
+    claim is then given back. ``on_result(value)`` sees every other return value in the
+    calling thread (progress bars). ``want_more()`` says whether to claim more (a
+    synthesis stops at ``target_qa_count``). ``on_claim(session)`` runs in each
+    transaction that claimed something (a runner reopens a run another process ended).
+    Setting ``stop`` ends the loop as soon as the items in flight return.
+    """
+
+    def __init__(self, sessions: Callable, lock: threading.Lock, kind: str, run_id: str, owner: str, *,
+                 lease_s: float, workers: int, stop: threading.Event,
+                 on_claim: Callable[[Any], None] | None = None):
+        self.sessions, self.lock, self.kind, self.run_id, self.owner = sessions, lock, kind, run_id, owner
+        self.lease_s, self.workers, self.stop, self.on_claim = lease_s, workers, stop, on_claim
+        # how often an idle loop looks for work: a fraction of the lease, so an expired
+        # claim is taken over soon after it expires, but never a busy loop
+        self.poll = min(1.0, max(0.1, lease_s / 4))
+
+    # -------------------------------------------------------------- database steps
+
+    def claim(self, limit: int) -> list:
+        from .db import claims
+
+        with self.lock, self.sessions() as s:
+            rows = claims.claim(s, self.kind, self.run_id, self.owner, limit, self.lease_s)
+            if rows and self.on_claim is not None:
+                self.on_claim(s)
+            s.commit()
+            return rows
+
+    def outstanding(self):
+        from .db import claims
+
+        with self.lock, self.sessions() as s:
+            left = claims.outstanding(s, self.kind, self.run_id, self.owner)
+            s.commit()
+            return left
+
+    def release(self, ids: list[int] | None = None) -> int:
+        """Give back this owner's claims (all, or ``ids``) so others take them at once."""
+        from .db import claims
+
+        with self.lock, self.sessions() as s:
+            count = claims.release(s, self.kind, self.run_id, self.owner, ids)
+            s.commit()
+            return count
+
+    def renew_beat(self) -> Callable[[], None]:
+        """The ``beat`` of the lease :class:`Heartbeat` (every third of a lease)."""
+        from .db import claims
+
+        def beat() -> None:
+            with self.lock, self.sessions() as s:
+                claims.renew(s, self.kind, self.run_id, self.owner, self.lease_s)
+                s.commit()
+
+        return beat
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.renew_beat(), interval=self.lease_s / 3)
+
+    # -------------------------------------------------------------- the loop
+
+    def run(self, handle: Callable[[Any], Any], on_result: Callable[[Any], None],
+            want_more: Callable[[], bool] = lambda: True) -> None:
+        pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"{self.kind}-claim")
+        in_flight: dict[cf.Future, Any] = {}
+        try:
+            while True:
+                free = self.workers - len(in_flight)
+                if free > 0 and not self.stop.is_set() and want_more():
+                    for row in self.claim(free):
+                        in_flight[pool.submit(handle, row)] = row
+                if not in_flight:
+                    if self.stop.is_set() or self._finished(want_more):
+                        return
+                    self.stop.wait(self.poll)  # others hold live claims: take them over if they expire
+                    continue
+                done, _ = cf.wait(list(in_flight), timeout=self.poll, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    row = in_flight.pop(fut)
+                    value = fut.result()
+                    if value is None:
+                        self.release([row.id])
+                    else:
+                        on_result(value)
+        except BaseException:
+            self.stop.set()  # in-flight items see it and give up; their claims are given back below
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.release()
+
+    def _finished(self, want_more: Callable[[], bool]) -> bool:
+        left = self.outstanding()
+        if left.live_others:
+            return False
+        return left.claimable == 0 or not want_more()

@@ -200,3 +200,8 @@ class RolloutToolCall(Base):
 
     def __repr__(self) -> str:
         return f"<RolloutToolCall {self.attempt_id} {self.name} code={self.code}>"
+
+
+# ``agentflow.db`` imports this module; importing the work-claims table from here
+# registers it on ``Base.metadata`` with the run tables it serves (rollout and synthesis).
+from . import claims as _claims  # noqa: E402,F401

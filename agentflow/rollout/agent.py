@@ -32,11 +32,15 @@ from ..llm import ChatModel, LLMAuthError, LLMBadRequestError, LLMError, LLMTime
 from ..sandbox import Sandbox, SandboxError, SandboxRequestError, SandboxTimeoutError
 from .tasks import Task
 
-__all__ = ["AgentResult", "Cancelled", "ToolBox", "discover_tools", "extract_answer", "run_agent"]
+__all__ = ["AgentResult", "Cancelled", "NODE_LOST_PREFIX", "ToolBox", "discover_tools", "extract_answer",
+           "is_node_lost", "run_agent"]
 
 log = logging.getLogger(__name__)
 
 _SEPARATORS = ("-", "_", ".", "/")
+
+NODE_LOST_PREFIX = "sandbox node lost"
+"""How the error of an attempt whose session's node was lost begins."""
 
 
 class Cancelled(Exception):
@@ -185,6 +189,11 @@ class AgentResult:
     started_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     duration_ms: float = 0.0
+    node_lost: bool = False
+    """A tool call found its session's sandbox node lost (code 1003 with
+    ``data.node_lost``): the session and its state are gone, so the task cannot go on
+    there; the runner keeps this attempt (``infra_error``) and tries the task again on a
+    fresh session."""
     fatal: bool = False
     """The model endpoint refused the request in a way no other task will get past
     (wrong key, unknown model, a malformed request): the runner stops the run after a
@@ -252,6 +261,11 @@ def run_agent(
     finally:
         if loop.sessions is not None:
             loop.sessions.close()
+
+
+def is_node_lost(err: SandboxRequestError) -> bool:
+    """The server's answer for a session whose node died: code 1003 with ``data.node_lost``."""
+    return err.code == 1003 and isinstance(err.data, dict) and err.data.get("node_lost") is True
 
 
 def is_fatal_model_error(err: LLMError) -> bool:
@@ -364,6 +378,10 @@ class _Loop:
             record["duration_ms"] = (time.perf_counter() - t0) * 1000
             self.result.tool_ms += record["duration_ms"]
             record["code"], record["request_id"] = err.code, err.request_id
+            if is_node_lost(err):  # not the model's doing, nor fixable by it: the task restarts elsewhere
+                record["error"] = record["result"] = f"Error {err.code}: {err.message}"
+                self.result.node_lost = True
+                return f"{NODE_LOST_PREFIX} on {action}: [{err.code}] {err.message}"
             text = f"Error {err.code}: {err.message}"
             if err.data:
                 text += "\n" + _dump(err.data)

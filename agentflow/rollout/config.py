@@ -3,7 +3,8 @@
 The keys are those of AgentFlow's ``configs/infer/*.json`` and
 ``configs/trajectory/*.json`` plus a few of our own (``run_id``, ``resume``,
 ``n_samples``, ``temperature``, ``max_tokens``, ``request_timeout``, ``task_timeout``,
-``max_tool_output_chars``, ``database_url``). Keys starting with ``_`` are comments.
+``max_tool_output_chars``, ``database_url``, and for runs that several processes work on,
+``claim_lease`` and ``max_attempts``). Keys starting with ``_`` are comments.
 An unknown key, or a value of the wrong type, is a :class:`~agentflow.config.ConfigError`
 that names it.
 """
@@ -83,6 +84,13 @@ class RolloutConfig:
     run_id: str | None = None
     resume: bool = False
     database_url: str | None = None
+    claim_lease: float = 60.0
+    """Seconds a process holds a claimed task sample without renewing it (it renews every
+    third of that while it lives); a killed process's tasks are taken over after it."""
+    max_attempts: int = 3
+    """Tries of a task sample whose sandbox node is lost (code 1003 with
+    ``data.node_lost``): each lost try is kept as an ``infra_error`` attempt and the task
+    is retried at once on a fresh session, up to this many tries in all."""
     source: str | None = None
     """The file the config came from (not a config key)."""
 
@@ -108,9 +116,9 @@ class RolloutConfig:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RolloutConfig) if f.name != "source"}
 _INT = {"max_turns": 1, "max_retries": 0, "max_workers": 1, "n_samples": 1, "number_of_tasks": 1,
-        "max_tokens": 1, "max_tool_output_chars": 100, "evaluator_max_retries": 0}
+        "max_tokens": 1, "max_tool_output_chars": 100, "evaluator_max_retries": 0, "max_attempts": 1}
 _FLOAT = {"temperature": 0.0, "request_timeout": 0.001, "task_timeout": 0.001, "sandbox_timeout": 0.001,
-          "evaluator_temperature": 0.0}
+          "evaluator_temperature": 0.0, "claim_lease": 1.0}
 _BOOL = {"sandbox_auto_start", "evaluate_results", "save_results", "save_trajectories", "save_summary",
          "trajectory_only", "parallel", "resume"}
 _STR = {"model_name", "api_key", "base_url", "benchmark_name", "data_path", "output_dir", "sandbox_server_url",
@@ -196,8 +204,8 @@ def _check(cfg: RolloutConfig, where: str) -> None:
 def run_identity(cfg: RolloutConfig, dataset_sha256: str) -> dict:
     """What decides a run's outputs, and so its fingerprint: model, prompt, tools,
     sampling, dataset and scoring. Transport and pacing (URLs, keys, timeouts,
-    retries, ``max_workers``, output paths) are left out, so changing them keeps the run
-    resumable."""
+    retries, ``max_workers``, output paths, ``claim_lease``, ``max_attempts``) are left
+    out, so changing them keeps the run resumable (and joinable)."""
     scoring = cfg.scoring
     return {
         "version": FINGERPRINT_VERSION,

@@ -1,15 +1,23 @@
 """Running a rollout: tasks × samples over a thread pool, each finished task committed
-at once, resumable after a crash or Ctrl-C.
+at once, resumable after a crash or Ctrl-C, and shared by every process started on it.
 
 :func:`rollout` is the entry point. A run is a ``rollout_runs`` row keyed by ``run_id``
-with the fingerprint of its identity (:func:`~agentflow.rollout.config.run_identity`);
-resuming checks it, skips every task sample whose newest attempt is not an
-infrastructure failure, and runs the rest. Each task slot of the pool has its own
+with the fingerprint of its identity (:func:`~agentflow.rollout.config.run_identity`).
+Starting a run id that exists:
+
+* while it runs elsewhere (a live process heartbeats it), *joins* it, with or without
+  ``resume``: the processes claim its task samples from ``work_claims`` with leases
+  (:mod:`agentflow.db.claims`), so every task sample ends exactly once whichever process
+  dies, and the last process to find nothing left ends the run and writes its files;
+* when it is not running (finished, cancelled, or its processes are gone), needs
+  ``resume``: it runs every task sample without a final attempt and retries those whose
+  newest attempt is an infrastructure failure.
+
+Either way the fingerprint must match. Each task slot of each process has its own
 sandbox ``worker_id`` (sessions opened by a task are closed when it ends).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import logging
 import os
@@ -19,8 +27,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
 from ..config import ConfigError, load_server_config
-from ..db import make_engine, make_session_factory, upgrade
+from ..db import claims, make_engine, make_session_factory, upgrade
 from ..db.rollout import (
     ATTEMPT_COMPLETED,
     ATTEMPT_INFRA_ERROR,
@@ -37,9 +48,11 @@ from ..version import __version__
 from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscoveryError, discover_tools, run_agent
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
 from .metrics import Score, score_prediction
-from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
-                        process_identity, run_beat, run_output_dir, update_latest)
-from .store import add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, touch_run
+from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
+                        effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
+                        update_latest, worker_name)
+from .store import (add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, next_attempt,
+                    summarize, touch_run)
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "RolloutError", "Runner", "pipeline", "quick_rollout", "rollout",
@@ -59,9 +72,9 @@ class RolloutError(Exception):
 
 
 class FingerprintMismatch(RolloutError):
-    """``resume`` was asked for a run whose configuration or dataset has changed since it
-    started. Resuming would mix results of two different experiments, so it is refused;
-    start a new run instead (or restore the original settings)."""
+    """A run was resumed, or joined while it runs elsewhere, with another configuration
+    or dataset than it started with. That would mix results of two different
+    experiments, so it is refused; start a new run instead (or use the original settings)."""
 
 
 def rollout(config_path: str | Path | dict | None = None, *, progress: bool = True, **overrides: Any) -> dict:
@@ -82,8 +95,9 @@ def rollout(config_path: str | Path | dict | None = None, *, progress: bool = Tr
 
     Raises:
         ConfigError: the config or the task file is invalid.
-        FingerprintMismatch: resuming a run whose config or dataset changed.
-        RolloutError: the run exists (without ``resume``), or the sandbox has no such tools.
+        FingerprintMismatch: resuming or joining a run whose config or dataset differs.
+        RolloutError: the run exists and is not running (without ``resume``), or the
+            sandbox has no such tools.
         KeyboardInterrupt: after a clean stop on Ctrl-C (finished tasks are kept).
 
     Usage::
@@ -214,7 +228,15 @@ def _new_run_id(benchmark: str) -> str:
 
 
 class Runner:
-    """One execution of a rollout config (a new run, or the rest of a resumed one)."""
+    """One execution of a rollout config: a new run, the rest of a resumed one, or one
+    more process joining a run that is running elsewhere.
+
+    Task samples are claimed from ``work_claims`` (see :mod:`agentflow.db.claims`) a few
+    at a time, so any number of processes can work on one run: each stores a finished
+    task and ends its claim in one transaction, renews its leases while it lives, takes
+    over the claims of a process whose lease expired, and the last one to find nothing
+    left ends the run and writes its files.
+    """
 
     def __init__(self, cfg: RolloutConfig, *, progress: bool = True):
         self.cfg = cfg
@@ -222,6 +244,11 @@ class Runner:
         self.stop = threading.Event()
         self._write_lock = threading.Lock()
         self._sessionless: set[str] = set()
+        self.tag = process_tag()
+        """Makes this execution's sandbox worker ids and claim owner unique."""
+        self.owner = claim_owner(self.tag)
+        self.joined = False
+        """True when the run was already running elsewhere and this process joined it."""
 
     # ------------------------------------------------------------------ setup
 
@@ -237,46 +264,101 @@ class Runner:
         return tasks
 
     def _open_run(self, session, tasks: list[Task], identity: dict, fp: str) -> RolloutRun:
+        """Create the run, join it (it is running elsewhere: with or without ``resume``),
+        or resume it (it is not running: ``resume`` is required); seed its claims."""
         cfg = self.cfg
         run = get_run(session, self.run_id)
         if run is None:
             if cfg.resume:
                 raise RolloutError(f"no rollout run {self.run_id!r} to resume; leave out --resume to start it")
-            run = RolloutRun(
-                id=self.run_id, benchmark_name=cfg.benchmark_name, status=RUN_RUNNING, model_name=cfg.model_name,
-                data_path=str(cfg.data_path), fingerprint=fp, fingerprint_version=FINGERPRINT_VERSION,
-                total_tasks=len(tasks) * cfg.n_samples, output_dir=str(self.output_dir),
-                heartbeat_at=utcnow(), **process_identity(),
-                spec={"config": cfg.public_dict(), "identity": identity, "scoring": cfg.scoring,
-                      "metric": cfg.metric if cfg.scoring else None, "agentflow_version": __version__,
-                      "dataset": {"path": str(resolve_path(cfg.data_path, cfg)),
-                                  "sha256": identity["dataset_sha256"], "task_ids": [t.id for t in tasks]}},
-            )
+            run = self._new_run(tasks, identity, fp)
             session.add(run)
+            session.flush()  # the run row first: a concurrent creator fails here and joins instead
+            claims.seed_items(session, claims.KIND_ROLLOUT, self.run_id, self._items(tasks, {}))
+            return run
+        if _still_running(run):
+            self._check_fingerprint(run, identity, fp, "join")
+            self.joined = True
+            log.info("joining rollout run %s (running as pid %s on %s)", self.run_id, run.pid, run.host)
+            self._seed_claims(session, tasks, resume=False)
             return run
         if not cfg.resume:
             raise RolloutError(f"rollout run {self.run_id!r} already exists; pass resume=True (--resume) to "
                                f"continue it, or choose another run_id")
-        if _still_running(run):
-            raise RolloutError(f"rollout run {self.run_id!r} is still running (pid {run.pid} on {run.host}); "
-                               f"wait for it or stop that process first")
-        stored = (run.spec or {}).get("identity") or {}
-        if run.fingerprint != fp or run.fingerprint_version != FINGERPRINT_VERSION:
-            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-            details = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(identity.get(k))}" for k in changed)
-            raise FingerprintMismatch(
-                f"cannot resume run {self.run_id!r}: its configuration or dataset changed since it started "
-                f"({details or 'fingerprint version changed'}). Restore the original settings, or start a new "
-                f"run with another run_id.")
+        self._check_fingerprint(run, identity, fp, "resume")
         touch_run(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir),
                   heartbeat_at=utcnow(), **process_identity())
+        self._seed_claims(session, tasks, resume=True)
         return run
+
+    def _new_run(self, tasks: list[Task], identity: dict, fp: str) -> RolloutRun:
+        cfg = self.cfg
+        return RolloutRun(
+            id=self.run_id, benchmark_name=cfg.benchmark_name, status=RUN_RUNNING, model_name=cfg.model_name,
+            data_path=str(cfg.data_path), fingerprint=fp, fingerprint_version=FINGERPRINT_VERSION,
+            total_tasks=len(tasks) * cfg.n_samples, output_dir=str(self.output_dir),
+            heartbeat_at=utcnow(), **process_identity(),
+            spec={"config": cfg.public_dict(), "identity": identity, "scoring": cfg.scoring,
+                  "metric": cfg.metric if cfg.scoring else None, "agentflow_version": __version__,
+                  "dataset": {"path": str(resolve_path(cfg.data_path, cfg)),
+                              "sha256": identity["dataset_sha256"], "task_ids": [t.id for t in tasks]}},
+        )
+
+    def _check_fingerprint(self, run: RolloutRun, identity: dict, fp: str, verb: str) -> None:
+        if run.fingerprint == fp and run.fingerprint_version == FINGERPRINT_VERSION:
+            return
+        stored = (run.spec or {}).get("identity") or {}
+        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        details = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(identity.get(k))}" for k in changed)
+        if verb == "join":
+            raise FingerprintMismatch(
+                f"cannot join run {self.run_id!r}: it is running with another configuration or dataset "
+                f"({details or 'fingerprint version changed'}). Use the config of the processes running it, or "
+                f"start a new run with another run_id.")
+        raise FingerprintMismatch(
+            f"cannot resume run {self.run_id!r}: its configuration or dataset changed since it started "
+            f"({details or 'fingerprint version changed'}). Restore the original settings, or start a new "
+            f"run with another run_id.")
+
+    def _items(self, tasks: list[Task], newest: dict) -> list[claims.Item]:
+        """Every task sample in dataset order; those with a final attempt are done."""
+        n = self.cfg.n_samples
+        return [claims.Item(t.id, i, position=k * n + i,
+                            done=(t.id, i) in newest and newest[(t.id, i)].status != ATTEMPT_INFRA_ERROR)
+                for k, t in enumerate(tasks) for i in range(n)]
+
+    def _seed_claims(self, session, tasks: list[Task], *, resume: bool) -> None:
+        """Insert the claims a run lacks (a run from before work claims gets them from its
+        attempts). A resume also reopens the samples whose newest attempt is an
+        infrastructure failure, and gives back the claims of this machine's dead processes
+        at once (others' expire with their lease)."""
+        newest = latest_attempts(session, self.run_id)
+        claims.seed_items(session, claims.KIND_ROLLOUT, self.run_id, self._items(tasks, newest))
+        if resume:
+            retry = [key for key, a in newest.items() if a.status == ATTEMPT_INFRA_ERROR]
+            claims.reopen_items(session, claims.KIND_ROLLOUT, self.run_id, retry)
+        claims.release_dead(session, claims.KIND_ROLLOUT, self.run_id)
+
+    def _open(self, tasks: list[Task], identity: dict, fp: str) -> None:
+        """:meth:`_open_run` in its own transaction. Two processes creating one new run at
+        once: the second one's insert fails on the run's key, and it joins on the retry."""
+        for tries in range(3):
+            try:
+                with self.sessions() as s:
+                    self._open_run(s, tasks, identity, fp)
+                    s.commit()
+                return
+            except IntegrityError:
+                if tries == 2:
+                    raise
+                log.debug("run %s was created by another process at the same time; joining it", self.run_id)
 
     # ------------------------------------------------------------------ run
 
     def run(self) -> dict:
         cfg = self.cfg
         tasks = self._load_tasks()
+        self.tasks = {t.id: t for t in tasks}
         identity = run_identity(cfg, dataset_checksum(tasks))
         fp = fingerprint(identity)
         self.run_id = cfg.run_id or _new_run_id(cfg.benchmark_name)
@@ -290,73 +372,70 @@ class Runner:
         engine = make_engine(url, immediate=True)
         self.sessions = make_session_factory(engine)
         try:
-            with self.sessions() as s:
-                self._open_run(s, tasks, identity, fp)
-                newest = latest_attempts(s, self.run_id)
-                s.commit()
+            self._open(tasks, identity, fp)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             update_latest(self.output_base, self.run_id)
-            todo = [(t, i, newest[(t.id, i)].attempt + 1 if (t.id, i) in newest else 1)
-                    for t in tasks for i in range(cfg.n_samples)
-                    if (t.id, i) not in newest or newest[(t.id, i)].status == ATTEMPT_INFRA_ERROR]
-            total = len(tasks) * cfg.n_samples
-            if cfg.resume:
-                log.info("resuming run %s: %d of %d task samples to run", self.run_id, len(todo), total)
+            self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_ROLLOUT, self.run_id, self.owner,
+                                  lease_s=cfg.claim_lease, workers=cfg.max_workers, stop=self.stop,
+                                  on_claim=self._reopen_run)
             try:
-                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))):
-                    status, error = self._execute(todo, total - len(todo), total)
+                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))), \
+                        self.loop.heartbeat():
+                    stopped = self._execute(len(tasks) * cfg.n_samples)
             except RolloutError as err:
-                self._finish(RUN_ERROR, str(err))
+                self._end((RUN_ERROR, str(err)))
                 raise
-            return self._finish(status, error)
+            except KeyboardInterrupt:
+                self._end((RUN_CANCELLED, "interrupted"))
+                raise
+            return self._end(stopped)
         finally:
             engine.dispose()
 
-    def _execute(self, todo: list[tuple[Task, int, int]], already: int, total: int) -> tuple[str, str | None]:
-        if not todo:
-            return RUN_SUCCESS, None
+    def _execute(self, total: int) -> tuple[str, str] | None:
+        """Work on the run until nothing is left; returns why this process stopped early
+        (``(status, error)``), or ``None``."""
         cfg = self.cfg
+        left = self.loop.outstanding()
+        if not left.left:
+            return None
+        if self.cfg.resume or self.joined:
+            log.info("%s run %s: %d of %d task samples left", "joining" if self.joined else "resuming",
+                     self.run_id, left.left, total)
         self.model = _make_model(cfg)
         self.judge = _make_judge(cfg) if cfg.scoring and cfg.metric == "llm_judge" else None
         self.settings = _settings(cfg)
-        workers = min(cfg.max_workers, len(todo))
-        sandboxes = self._open_sandboxes(workers)
+        sandboxes = self._open_sandboxes(cfg.max_workers)
         slots: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
         for sb in sandboxes:
             slots.put(sb)
-        bar = _progress_bar(total, already, cfg.benchmark_name, disable=not self.progress)
+        bar = _progress_bar(total, total - left.left, cfg.benchmark_name, disable=not self.progress)
         self._counts = {"done": 0, "correct": 0.0, "failed": 0, "infra": 0}
         self._streak = FatalStreak("requests")
-        pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollout")
+
+        def show(outcome: tuple[str, Score | None]) -> None:
+            bar.update(1)
+            bar.set_postfix(self._postfix(outcome), refresh=False)
+
         try:
-            futures = [pool.submit(self._one, task, sample, attempt, slots) for task, sample, attempt in todo]
-            for fut in cf.as_completed(futures):
-                outcome = fut.result()
-                if outcome is None:
-                    continue
-                bar.update(1)
-                bar.set_postfix(self._postfix(outcome), refresh=False)
-                if self._streak.message:
-                    break
+            self.loop.run(lambda claim: self._one(claim, slots), show)
         except KeyboardInterrupt:
-            self.stop.set()
-            log.warning("interrupted: waiting for in-flight tasks to stop (they are not recorded)")
-            pool.shutdown(wait=True, cancel_futures=True)
-            bar.close()
-            self._close_sandboxes(sandboxes)
-            self._finish(RUN_CANCELLED, "interrupted")
+            log.warning("interrupted: in-flight tasks were stopped (they are not recorded)")
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
             bar.close()
-        self._close_sandboxes(sandboxes)
+            self._close_sandboxes(sandboxes)
         if self._streak.message:
             log.debug("%s", self._streak.message)
             return RUN_ERROR, self._streak.message
-        if self._counts["infra"]:
-            return RUN_ERROR, (f"{self._counts['infra']} task(s) failed for infrastructure reasons; fix the cause, "
-                               f"then resume to retry them: {resume_command(self.run_id)}")
-        return RUN_SUCCESS, None
+        return None
+
+    def _reopen_run(self, session) -> None:
+        """Called in a transaction that claimed tasks: a run another process ended while
+        this one was about to claim (it saw no live claims) is running again, and this
+        process ends it later with the full counts."""
+        session.execute(update(RolloutRun).where(RolloutRun.id == self.run_id, RolloutRun.status != RUN_RUNNING)
+                        .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=utcnow()))
 
     def _note_fatal(self, result: AgentResult) -> None:
         """Count identical fatal model errors in a row; at :data:`FATAL_REPEAT` stop the run."""
@@ -384,25 +463,24 @@ class Runner:
             post["acc"] = f"{c['correct'] / c['done']:.3f}"
         return post
 
+    def _worker_id(self, slot: str) -> str:
+        return worker_name("ro", self.run_id, self.tag, slot)
+
     def _open_sandboxes(self, workers: int) -> list[Sandbox]:
+        """One sandbox worker per task slot, named for this process (``ro-<run>-<tag>-w<slot>``):
+        processes working on one run never share a session, and a resumed run never meets
+        the sessions a killed process left behind."""
         cfg = self.cfg
-        base = f"ro-{self.run_id[:150]}"
         sandboxes: list[Sandbox] = []
         try:
             for i in range(workers):
-                sb = Sandbox(cfg.sandbox_server_url, worker_id=f"{base}-w{i}", timeout=cfg.sandbox_timeout,
+                sb = Sandbox(cfg.sandbox_server_url, worker_id=self._worker_id(f"w{i}"), timeout=cfg.sandbox_timeout,
                              auto_start_server=cfg.sandbox_auto_start and i == 0,
                              config_path=cfg.sandbox_config_path if i == 0 else None)
                 sandboxes.append(sb)
                 sb.start_sync()
                 if i == 0:
                     self.toolbox = _discover(sb, cfg.available_tools)
-                if cfg.resume:  # sessions a killed process left behind must not leak into new tasks
-                    for sess in (sb.list_sessions_sync().get("data") or {}).get("sessions", []):
-                        try:
-                            sb.destroy_session_sync(sess["resource_type"])
-                        except SandboxError:
-                            pass
         except SandboxError as err:
             self._close_sandboxes(sandboxes)
             raise RolloutError(f"cannot use the sandbox server at {cfg.sandbox_server_url}: {err}") from err
@@ -419,33 +497,73 @@ class Runner:
             except SandboxError:
                 pass
 
-    def _one(self, task: Task, sample: int, attempt: int, slots: queue.SimpleQueue) -> tuple[str, Score | None] | None:
-        """Run, score and store one attempt; ``None`` when the run is stopping."""
+    def _one(self, claim: claims.WorkClaim, slots: queue.SimpleQueue) -> tuple[str, Score | None] | None:
+        """Run, score and store one claimed task sample; ``None`` when the run is
+        stopping or the claim was lost (nothing stored). A try whose sandbox node was
+        lost is stored as an ``infra_error`` attempt and the task is tried again at once
+        on a fresh session, up to ``max_attempts`` tries."""
         if self.stop.is_set():
             return None
-        sandbox = slots.get()
+        task, sample = self.tasks[claim.item], claim.sample
+        slot = slots.get()
+        try:
+            for n in range(1, self.cfg.max_attempts + 1):
+                sandbox = slot if n == 1 else self._fresh_sandbox(slot, n)
+                try:
+                    result, trace_id = self._attempt(task, sandbox)
+                finally:
+                    if sandbox is not slot:
+                        sandbox.close_sync()
+                if result is None or (self.stop.is_set() and result.status == ATTEMPT_INFRA_ERROR):
+                    return None
+                retry = result.node_lost and n < self.cfg.max_attempts
+                if not retry:
+                    self._note_fatal(result)
+                score = self._score(task, result)
+                if not self._store(claim, task, result, score, trace_id, sandbox.worker_id, done=not retry):
+                    return None
+                if not retry:
+                    return result.status, score
+                log.warning("task %s#%d: its sandbox node was lost (%s); trying again on a fresh session "
+                            "(try %d of %d)", task.id, sample, result.error, n + 1, self.cfg.max_attempts)
+        finally:
+            slots.put(slot)
+        return None  # not reached: the last try always returns
+
+    def _fresh_sandbox(self, slot: Sandbox, n: int) -> Sandbox:
+        """A sandbox worker of its own for try ``n``: its sessions are new ones (placed on
+        a live node), never the lost ones of the slot's worker."""
+        return Sandbox(self.cfg.sandbox_server_url, worker_id=f"{slot.worker_id}-r{n}", timeout=self.cfg.sandbox_timeout)
+
+    def _attempt(self, task: Task, sandbox: Sandbox) -> tuple[AgentResult | None, str]:
         trace_id = f"tr-{uuid.uuid4().hex}"
         try:
-            try:
-                result = run_agent(task, self.model, sandbox, self.toolbox, self.settings, trace_id=trace_id,
-                                   stop=self.stop, sessionless=self._sessionless)
-            except Cancelled:
-                return None
-            except Exception as err:  # boundary: a bug must not kill the run; the attempt is retried on resume
-                log.exception("task %s failed unexpectedly", task.id)
-                result = AgentResult(status=ATTEMPT_INFRA_ERROR, error=f"unexpected {type(err).__name__}: {err}")
-        finally:
-            slots.put(sandbox)
-        if self.stop.is_set() and result.status == ATTEMPT_INFRA_ERROR:
-            return None
-        self._note_fatal(result)
-        score = self._score(task, result)
+            return run_agent(task, self.model, sandbox, self.toolbox, self.settings, trace_id=trace_id,
+                             stop=self.stop, sessionless=self._sessionless), trace_id
+        except Cancelled:
+            return None, trace_id
+        except Exception as err:  # boundary: a bug must not kill the run; the attempt is retried on resume
+            log.exception("task %s failed unexpectedly", task.id)
+            return AgentResult(status=ATTEMPT_INFRA_ERROR, error=f"unexpected {type(err).__name__}: {err}"), trace_id
+
+    def _store(self, claim: claims.WorkClaim, task: Task, result: AgentResult, score: Score | None, trace_id: str,
+               worker_id: str, *, done: bool) -> bool:
+        """Store one attempt and (``done``) end its claim, in one transaction, only while
+        this process still holds the claim; False when it was taken over (nothing stored)."""
         with self._write_lock, self.sessions() as s:
-            add_attempt(s, run_id=self.run_id, task=task, sample_index=sample, attempt=attempt, result=result,
-                        score=score, metric=self.cfg.metric if self.cfg.scoring else None, trace_id=trace_id,
-                        worker_id=sandbox.worker_id)
+            try:
+                claims.fence(s, claim.id, self.owner, done=done, lease_s=self.cfg.claim_lease)
+            except claims.ClaimLost:
+                s.rollback()
+                log.warning("task %s#%d was taken over by another process after this one's claim expired; "
+                            "its result here is dropped", task.id, claim.sample)
+                return False
+            add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample,
+                        attempt=next_attempt(s, self.run_id, task.id, claim.sample), result=result, score=score,
+                        metric=self.cfg.metric if self.cfg.scoring else None, trace_id=trace_id,
+                        worker_id=worker_id)
             s.commit()
-        return result.status, score
+        return True
 
     def _score(self, task: Task, result: AgentResult) -> Score | None:
         if not self.cfg.scoring:
@@ -455,17 +573,55 @@ class Runner:
         return score_prediction(self.cfg.metric, result.prediction, task.answers, question=task.question,
                                 judge=self.judge)
 
-    def _finish(self, status: str, error: str | None) -> dict:
+    # ------------------------------------------------------------------ the end
+
+    def _end(self, stopped: tuple[str, str] | None) -> dict:
+        """End this process's part of the run and return the summary.
+
+        With the run's row locked (so two processes ending at once take turns): if the
+        run is still running and no other process holds a live claim, this process is the
+        last one: it sets the final status and writes the summary and files. Otherwise the
+        summary is the stored one (another process ended the run) or a live one (others
+        still work on it; the last of them ends it).
+        """
         cfg = self.cfg
         with self._write_lock, self.sessions() as s:
-            run = get_run(s, self.run_id)
-            touch_run(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+            run = s.get(RolloutRun, self.run_id, with_for_update=True)
+            left = claims.outstanding(s, claims.KIND_ROLLOUT, self.run_id, self.owner)
+            if run.status != RUN_RUNNING and run.summary:
+                s.commit()
+                return {**run.summary, "status": effective_status(run), "error": run.error}
+            if run.status == RUN_RUNNING and left.live_others:
+                s.commit()
+                return self._live_summary(s, run, stopped)
+            status, error = stopped or self._final_status(s, left)
+            touch_run(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow(),
+                      output_dir=str(self.output_dir))
             s.flush()
             summary = export_run(s, self.run_id, self.output_dir, results=cfg.save_results,
                                  trajectories=cfg.save_results and cfg.save_trajectories,
                                  summary_file=cfg.save_summary)
             run.summary = summary
             s.commit()
+        return summary
+
+    def _final_status(self, session, left: claims.Outstanding) -> tuple[str, str | None]:
+        """The run's status from every process's attempts."""
+        infra = sum(1 for a in latest_attempts(session, self.run_id).values() if a.status == ATTEMPT_INFRA_ERROR)
+        if infra:
+            return RUN_ERROR, (f"{infra} task(s) failed for infrastructure reasons; fix the cause, then resume to "
+                               f"retry them: {resume_command(self.run_id)}")
+        if left.claimable:  # released by a process that stopped while this one was ending
+            return RUN_ERROR, (f"{left.claimable} task sample(s) were not run; resume to run them: "
+                               f"{resume_command(self.run_id)}")
+        return RUN_SUCCESS, None
+
+    def _live_summary(self, session, run: RolloutRun, stopped: tuple[str, str] | None) -> dict:
+        """The summary of a run that others still work on, as this process leaves it."""
+        summary = summarize(run, list(latest_attempts(session, self.run_id).values()))
+        if stopped:
+            summary["status"], summary["error"] = stopped
+        summary.update(results_file=None, trajectories_file=None, summary_file=None)
         return summary
 
 

@@ -4,7 +4,8 @@ The keys are those of AgentFlow's ``configs/synthesis/*.json`` (including the on
 files carry for their own launcher: ``number_of_seed``, ``resource_types``,
 ``resource_init_configs``, ``sandbox_auto_start``, ``sandbox_config_path``,
 ``sandbox_timeout``, ``target_qa_count``) plus ``max_workers``, ``run_id``, ``resume``
-and a few knobs of our own (model sampling, QA check limits, ``database_url``). Keys
+and a few knobs of our own (model sampling, QA check limits, ``database_url``,
+``claim_lease`` for runs that several processes work on). Keys
 starting with ``_`` are comments. An unknown key, or a value of the wrong type, is a
 :class:`~agentflow.config.ConfigError` that names it.
 """
@@ -81,6 +82,9 @@ class SynthesisConfig:
     run_id: str | None = None
     resume: bool = False
     database_url: str | None = None
+    claim_lease: float = 60.0
+    """Seconds a process holds a claimed seed without renewing it (it renews every third
+    of that while it lives); a killed process's seeds are taken over after it."""
     # --- exploration and QA details
     max_action_retries: int = 2
     """Re-asks after a refused proposal (duplicate, unknown tool, bad JSON) before the
@@ -121,7 +125,7 @@ _INT = {"max_depth": 1, "branching_factor": 1, "depth_threshold": 0, "min_depth"
         "max_expansions_per_seed": 1, "max_action_retries": 0, "max_observation_chars": 100, "min_hops": 1,
         "min_question_chars": 1, "max_question_chars": 10, "max_answer_chars": 1}
 _FLOAT = {"path_similarity_threshold": (0.0, 1.0), "temperature": (0.0, 2.0), "request_timeout": (0.001, None),
-          "sandbox_timeout": (0.001, None), "min_answer_support": (0.0, 1.0),
+          "sandbox_timeout": (0.001, None), "min_answer_support": (0.0, 1.0), "claim_lease": (1.0, None),
           "question_similarity_threshold": (0.0, 1.0)}
 _BOOL = {"sandbox_auto_start", "resume"}
 _STR = {"model_name", "api_key", "base_url", "seed_description", "seeds_file", "output_dir", "sandbox_server_url",

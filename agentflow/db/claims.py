@@ -1,0 +1,259 @@
+"""Work claims: how several processes share the items of one rollout or synthesis run.
+
+Every item of a run (a task sample of a rollout, a seed of a synthesis) has one
+``work_claims`` row, seeded when a process opens the run (missing rows are inserted,
+existing ones left alone, so processes opening the run at once do not conflict). A
+process *claims* a few ``pending`` items (or ``claimed`` ones whose lease has expired:
+their owner died) with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
+claimers take disjoint rows without waiting for each other; on sqlite the engine's
+``BEGIN IMMEDIATE`` serialises the claim transactions instead (the ``FOR UPDATE`` clause
+is not rendered there). The owner renews its leases while it works.
+
+An item ends (``done``) in the same transaction that writes its result, and only while
+the writer still owns it (:func:`fence`): a worker whose lease lapsed and was taken over
+finds its claim gone and rolls its result back, so every item ends exactly once whichever
+process dies, even between writing a result and marking it.
+
+Times are the database's clock on PostgreSQL (``now()`` in UTC), so machines whose
+clocks disagree still agree on when a lease expires; sqlite is single-machine and uses
+this process's clock. Functions here take a SQLAlchemy ``Session`` and never commit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Iterable, Optional, Sequence
+
+from sqlalchemy import DateTime, Index, Integer, String, UniqueConstraint, and_, func, or_, select, text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from .base import Base, utcnow
+
+__all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "KIND_ROLLOUT", "KIND_SYNTHESIS",
+           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "db_now", "fence", "outstanding", "release",
+           "release_dead", "renew", "reopen_items", "seed_items"]
+
+KIND_ROLLOUT = "rollout"
+KIND_SYNTHESIS = "synthesis"
+
+CLAIM_PENDING = "pending"
+"""Nobody works on the item."""
+CLAIM_CLAIMED = "claimed"
+"""``owner`` works on it until ``lease_expires_at`` (renewed while it lives)."""
+CLAIM_DONE = "done"
+"""The item ended: its result is stored (``owner`` is the process that wrote it)."""
+
+_SEED_CHUNK = 500
+
+
+class WorkClaim(Base):
+    """One item of one run and who, if anyone, is working on it."""
+
+    __tablename__ = "work_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``rollout`` or ``synthesis``: which table ``run_id`` names."""
+    run_id: Mapped[str] = mapped_column(String(200))
+    item: Mapped[str] = mapped_column(String(200))
+    """The task id (rollout) or the seed index (synthesis)."""
+    sample: Mapped[int] = mapped_column(Integer, default=0)
+    """The sample index of a rollout task (0 for seeds)."""
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    """Claim order: items are claimed in dataset order."""
+    status: Mapped[str] = mapped_column(String(16), default=CLAIM_PENDING)
+    """``pending``, ``claimed`` or ``done``."""
+    owner: Mapped[Optional[str]] = mapped_column(String(255))
+    """``<tag>@<node:pid:start>`` of the process holding (or that finished) the item."""
+    lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+    """How many times the item was claimed (more than 1 after a takeover or a resume)."""
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    __table_args__ = (
+        UniqueConstraint("kind", "run_id", "item", "sample", name="uq_work_claims_item"),
+        Index("ix_work_claims_run_status", "kind", "run_id", "status", "position"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<WorkClaim {self.kind}:{self.run_id}/{self.item}#{self.sample} {self.status} {self.owner or ''}>"
+
+
+class ClaimLost(Exception):
+    """This process no longer owns the item: its lease lapsed and another process took
+    the item over (or a resume released it). The result must not be stored."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """An item to seed: its key, its claim order and whether it has already ended."""
+
+    item: str
+    sample: int = 0
+    position: int = 0
+    done: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Outstanding:
+    """What is left of a run, seen by one owner."""
+
+    pending: int
+    """Nobody works on these."""
+    expired: int
+    """Claimed by an owner whose lease has run out: free to take over."""
+    live_mine: int
+    live_others: int
+    """Claimed by other processes with a live lease."""
+
+    @property
+    def claimable(self) -> int:
+        return self.pending + self.expired
+
+    @property
+    def left(self) -> int:
+        return self.pending + self.expired + self.live_mine + self.live_others
+
+
+def db_now(session: Session) -> dt.datetime:
+    """Now, as naive UTC, by the database's clock on PostgreSQL (one clock for every
+    machine) and by this process's clock on sqlite (one machine)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return session.scalar(text("SELECT (now() AT TIME ZONE 'UTC')"))
+    return utcnow()
+
+
+def _of_run(kind: str, run_id: str):
+    return and_(WorkClaim.kind == kind, WorkClaim.run_id == run_id)
+
+
+def _expired(now: dt.datetime):
+    return or_(WorkClaim.lease_expires_at < now, WorkClaim.lease_expires_at.is_(None))
+
+
+def _insert(session: Session):
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - AgentFlow supports sqlite and PostgreSQL
+        raise NotImplementedError(f"work claims need sqlite or PostgreSQL, not {name}")
+    return insert(WorkClaim)
+
+
+def seed_items(session: Session, kind: str, run_id: str, items: Iterable[Item]) -> None:
+    """Insert the items that have no row yet (``done`` ones as done); existing rows are
+    left as they are, so any number of processes may seed one run at once."""
+    now = utcnow()
+    rows = [{"kind": kind, "run_id": run_id, "item": i.item, "sample": i.sample, "position": i.position,
+             "status": CLAIM_DONE if i.done else CLAIM_PENDING, "claims": 0, "created_at": now,
+             "finished_at": now if i.done else None} for i in items]
+    for start in range(0, len(rows), _SEED_CHUNK):
+        stmt = _insert(session).values(rows[start:start + _SEED_CHUNK])
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["kind", "run_id", "item", "sample"]))
+
+
+def reopen_items(session: Session, kind: str, run_id: str, keys: Iterable[tuple[str, int]]) -> int:
+    """Make ended items ``pending`` again (a resume retries them); returns how many."""
+    keys = list(keys)
+    count = 0
+    for start in range(0, len(keys), _SEED_CHUNK):
+        chunk = keys[start:start + _SEED_CHUNK]
+        match = or_(*(and_(WorkClaim.item == item, WorkClaim.sample == sample) for item, sample in chunk))
+        count += session.execute(update(WorkClaim).where(_of_run(kind, run_id), WorkClaim.status == CLAIM_DONE, match)
+                                 .values(status=CLAIM_PENDING, owner=None, lease_expires_at=None,
+                                         finished_at=None)).rowcount
+    return count
+
+
+def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[WorkClaim]:
+    """Claim up to ``limit`` items — pending ones, or ones whose owner's lease expired —
+    in claim order, for ``lease_s`` seconds. Rows another transaction is claiming right
+    now are skipped, not waited for."""
+    if limit <= 0:
+        return []
+    now = db_now(session)
+    rows = list(session.scalars(
+        select(WorkClaim)
+        .where(_of_run(kind, run_id),
+               or_(WorkClaim.status == CLAIM_PENDING, and_(WorkClaim.status == CLAIM_CLAIMED, _expired(now))))
+        .order_by(WorkClaim.position, WorkClaim.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)))
+    expires = now + dt.timedelta(seconds=lease_s)
+    for row in rows:
+        row.status, row.owner, row.lease_expires_at = CLAIM_CLAIMED, owner, expires
+        row.claims = (row.claims or 0) + 1
+        row.claimed_at = now
+    return rows
+
+
+def renew(session: Session, kind: str, run_id: str, owner: str, lease_s: float) -> int:
+    """Extend the leases of every item ``owner`` holds; returns how many it still holds."""
+    expires = db_now(session) + dt.timedelta(seconds=lease_s)
+    return session.execute(update(WorkClaim).where(_of_run(kind, run_id), WorkClaim.owner == owner,
+                                                   WorkClaim.status == CLAIM_CLAIMED)
+                           .values(lease_expires_at=expires)).rowcount
+
+
+def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: float) -> None:
+    """Check, inside the transaction that stores an item's result, that ``owner`` still
+    holds it, and lock it until that transaction ends. ``done`` ends the item; otherwise
+    (a result that is retried at once) its lease is renewed.
+
+    Raises:
+        ClaimLost: another process owns the item now; roll the transaction back.
+    """
+    now = db_now(session)
+    values = {"status": CLAIM_DONE, "finished_at": now, "lease_expires_at": None} if done else \
+        {"lease_expires_at": now + dt.timedelta(seconds=lease_s)}
+    changed = session.execute(update(WorkClaim).where(WorkClaim.id == claim_id, WorkClaim.owner == owner,
+                                                      WorkClaim.status == CLAIM_CLAIMED).values(**values)).rowcount
+    if changed != 1:
+        raise ClaimLost(f"work claim {claim_id} is no longer held by {owner}")
+
+
+def release(session: Session, kind: str, run_id: str, owner: str, ids: Sequence[int] | None = None) -> int:
+    """Give back items ``owner`` holds (all of them, or ``ids``) so others can claim them
+    at once; returns how many."""
+    stmt = update(WorkClaim).where(_of_run(kind, run_id), WorkClaim.owner == owner, WorkClaim.status == CLAIM_CLAIMED)
+    if ids is not None:
+        if not ids:
+            return 0
+        stmt = stmt.where(WorkClaim.id.in_(list(ids)))
+    return session.execute(stmt.values(status=CLAIM_PENDING, owner=None, lease_expires_at=None)).rowcount
+
+
+def release_dead(session: Session, kind: str, run_id: str) -> int:
+    """Give back the items of owners known to be dead (a process of this machine that is
+    gone); owners elsewhere are judged by their lease alone. Returns how many."""
+    from ..processes import owner_alive
+
+    rows = session.execute(select(WorkClaim.id, WorkClaim.owner).where(_of_run(kind, run_id),
+                                                                       WorkClaim.status == CLAIM_CLAIMED)).all()
+    dead = [cid for cid, owner in rows if owner and owner_alive(owner.split("@", 1)[-1]) is False]
+    if not dead:
+        return 0
+    return session.execute(update(WorkClaim).where(WorkClaim.id.in_(dead), WorkClaim.status == CLAIM_CLAIMED)
+                           .values(status=CLAIM_PENDING, owner=None, lease_expires_at=None)).rowcount
+
+
+def outstanding(session: Session, kind: str, run_id: str, owner: str) -> Outstanding:
+    """Count what is left of a run: pending, expired, and live claims (``owner``'s and others')."""
+    now = db_now(session)
+    live = and_(WorkClaim.status == CLAIM_CLAIMED, WorkClaim.lease_expires_at >= now)
+    row = session.execute(select(
+        func.count().filter(WorkClaim.status == CLAIM_PENDING),
+        func.count().filter(and_(WorkClaim.status == CLAIM_CLAIMED, _expired(now))),
+        func.count().filter(and_(live, WorkClaim.owner == owner)),
+        func.count().filter(and_(live, WorkClaim.owner != owner)),
+    ).where(_of_run(kind, run_id))).one()
+    return Outstanding(*(int(x or 0) for x in row))
+
+
+def count_items(session: Session, kind: str, run_id: str) -> int:
+    """How many claim rows a run has (0 for a run made before work claims existed)."""
+    return int(session.scalar(select(func.count()).where(_of_run(kind, run_id))) or 0)
