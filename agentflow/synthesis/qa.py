@@ -146,6 +146,12 @@ class DuplicateIndex:
                 best, match = ratio, other
         return best, match
 
+    def remember(self, question: str) -> None:
+        """Add a question accepted elsewhere (another process of the run), unchecked."""
+        key = self._key(question)
+        with self._lock:
+            self._items.append(key)
+
     def add_if_new(self, question: str) -> tuple[bool, float, str | None]:
         """``(True, …)`` and remember it, or ``(False, similarity, closest)`` for a near-duplicate."""
         norm, words = self._key(question)

@@ -1,16 +1,19 @@
 """Running a synthesis: seeds in parallel, each explored, its paths chosen and its QA
-written, everything committed as it is made, resumable after a crash.
+written, everything committed as it is made, resumable after a crash, and shared by
+every process started on it.
 
 :func:`synthesize` is the entry point. A run is a ``synthesis_runs`` row keyed by
-``run_id`` with the fingerprint of its identity; ``resume`` checks it, skips seeds that
-are ``done``, and continues the others from their stored nodes (a finished tree is not
-explored again, stored paths are reused, and paths that already have a QA candidate get
-no new one). Each seed has its own sandbox ``worker_id``; its tool calls carry one
+``run_id`` with the fingerprint of its identity. Started again while it runs elsewhere,
+the new process *joins* it (with or without ``resume``; the fingerprint must match):
+seeds are claimed from ``work_claims`` with leases, so each seed is processed to its end
+by one process, and the last process ends the run and writes the files. A run that is
+not running needs ``resume``, which skips seeds that are ``done`` and continues the
+others from their stored nodes (a finished tree is not explored again, stored paths are
+reused, and paths that already have a QA candidate get no new one). Each seed has its own sandbox ``worker_id``; its tool calls carry one
 ``trace_id``, so the server's audit rows of a seed are one query away.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import logging
 import os
@@ -20,10 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, load_server_config
-from ..db import make_engine, make_session_factory, upgrade
+from ..db import claims, make_engine, make_session_factory, upgrade
 from ..db.base import utcnow
 from ..db.synthesis import (
     QA_ACCEPTED,
@@ -49,9 +53,10 @@ from .qa import DuplicateIndex, check_qa, generate_qa, trajectory_steps
 from .sampler import ExplorationError, TreeSampler
 from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
-from ..runfiles import (FATAL_REPEAT, FatalStreak, Heartbeat, effective_status, process_alive,  # noqa: F401
-                        process_identity, run_beat, run_output_dir, update_latest)
-from .store import add_node, export_run, get_run, node_rows, touch
+from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
+                        effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
+                        update_latest)
+from .store import add_node, export_run, get_run, node_rows, report, touch
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "SynthesisError", "Runner", "resume_command", "synthesize"]
 
@@ -69,8 +74,9 @@ class SynthesisError(Exception):
 
 
 class FingerprintMismatch(SynthesisError):
-    """``resume`` was asked for a run whose config or seeds changed since it started.
-    Resuming would mix two experiments, so it is refused; start a new run instead."""
+    """A run was resumed, or joined while it runs elsewhere, with another config or
+    seeds than it started with. That would mix two experiments, so it is refused; start
+    a new run instead."""
 
 
 def synthesize(config_path: str | Path | dict | None = None, seeds: Any = None, *, progress: bool = False,
@@ -94,8 +100,9 @@ def synthesize(config_path: str | Path | dict | None = None, seeds: Any = None, 
 
     Raises:
         ConfigError: invalid config or seeds (the message names the key, file or line).
-        FingerprintMismatch: resuming a run whose config or seeds changed.
-        SynthesisError: the run exists (without ``resume``), or the sandbox lacks the tools.
+        FingerprintMismatch: resuming or joining a run whose config or seeds differ.
+        SynthesisError: the run exists and is not running (without ``resume``), or the
+            sandbox lacks the tools.
 
     Usage::
 
@@ -148,7 +155,15 @@ def _new_run_id() -> str:
 
 
 class Runner:
-    """One execution of a synthesis config (a new run, or the rest of a resumed one)."""
+    """One execution of a synthesis config: a new run, the rest of a resumed one, or one
+    more process joining a run that is running elsewhere.
+
+    Seeds are claimed from ``work_claims`` (see :mod:`agentflow.db.claims`) a few at a
+    time, as rollout claims task samples: a seed ends (``done`` or ``error``) in the
+    transaction that records it, only while this process still holds its claim; a killed
+    process's seeds are taken over when their lease expires (their stored nodes are
+    reused); the last process to find nothing left ends the run and writes its files.
+    """
 
     def __init__(self, cfg: SynthesisConfig, seeds: list[Seed], *, progress: bool = False):
         if not cfg.model_name:
@@ -158,10 +173,18 @@ class Runner:
         self._write_lock = threading.Lock()
         self.nodes_made = 0
         self._streak = FatalStreak("seeds")
+        self.tag = process_tag()
+        self.owner = claim_owner(self.tag)
+        self.joined = False
+        self._my_qa: set[int] = set()
+        """Ids of the QA this process stored (the others' are read into the duplicate index)."""
+        self._qa_seen = 0
 
     # ------------------------------------------------------------------ setup
 
     def _open_run(self, s, identity: dict, fp: str) -> SynthesisRun:
+        """Create the run, join it (it is running elsewhere: with or without ``resume``),
+        or resume it (it is not running: ``resume`` is required); seed its claims."""
         cfg = self.cfg
         run = get_run(s, self.run_id)
         if run is None:
@@ -173,28 +196,69 @@ class Runner:
                                spec={"config": cfg.public_dict(), "identity": identity,
                                      "agentflow_version": __version__})
             s.add(run)
+            s.flush()  # the run row first: a concurrent creator fails here and joins instead
             for i, seed in enumerate(self.seeds):
                 s.add(SynthesisSeed(run_id=self.run_id, seed_index=i, content=seed.content, kwargs=seed.kwargs,
                                     status=SEED_PENDING))
+            s.flush()
+            self._seed_claims(s, resume=False)
+            return run
+        if _still_running(run):
+            self._check_fingerprint(run, identity, fp, "join")
+            self.joined = True
+            log.info("joining synthesis run %s (running as pid %s on %s)", self.run_id, run.pid, run.host)
+            self._seed_claims(s, resume=False)
             return run
         if not cfg.resume:
             raise SynthesisError(f"synthesis run {self.run_id!r} already exists; pass resume=True (--resume) to "
                                  f"continue it, or choose another run_id")
-        if run.status == RUN_RUNNING and not (run.pid == os.getpid() and run.host == process_identity()["host"]) \
-                and run.heartbeat_at is not None and effective_status(run) == RUN_RUNNING \
-                and process_alive(run.pid, run.host) is not False:
-            raise SynthesisError(f"synthesis run {self.run_id!r} is still running (pid {run.pid} on {run.host}); "
-                                 f"wait for it or stop that process first")
-        stored = (run.spec or {}).get("identity") or {}
-        if run.fingerprint != fp or run.fingerprint_version != FINGERPRINT_VERSION:
-            changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-            raise FingerprintMismatch(
-                f"cannot resume run {self.run_id!r}: its config or seeds changed since it started "
-                f"(changed: {', '.join(changed) or 'fingerprint version'}). Restore the original settings, or "
-                f"start a new run with another run_id.")
+        self._check_fingerprint(run, identity, fp, "resume")
         touch(run, status=RUN_RUNNING, finished_at=None, error=None, output_dir=str(self.output_dir),
               heartbeat_at=utcnow(), **process_identity())
+        self._seed_claims(s, resume=True)
         return run
+
+    def _check_fingerprint(self, run: SynthesisRun, identity: dict, fp: str, verb: str) -> None:
+        if run.fingerprint == fp and run.fingerprint_version == FINGERPRINT_VERSION:
+            return
+        stored = (run.spec or {}).get("identity") or {}
+        changed = ", ".join(sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k)))
+        if verb == "join":
+            raise FingerprintMismatch(
+                f"cannot join run {self.run_id!r}: it is running with another config or seeds "
+                f"(differs: {changed or 'fingerprint version'}). Use the config of the processes running it, or "
+                f"start a new run with another run_id.")
+        raise FingerprintMismatch(
+            f"cannot resume run {self.run_id!r}: its config or seeds changed since it started "
+            f"(changed: {changed or 'fingerprint version'}). Restore the original settings, or "
+            f"start a new run with another run_id.")
+
+    def _seed_claims(self, s, *, resume: bool) -> None:
+        """Insert the claims a run lacks (a run from before work claims gets them from its
+        seeds' statuses). A resume also reopens every seed that is not ``done`` (failed
+        ones are retried) and gives back the claims of this machine's dead processes."""
+        rows = list(s.scalars(select(SynthesisSeed).where(SynthesisSeed.run_id == self.run_id)))
+        claims.seed_items(s, claims.KIND_SYNTHESIS, self.run_id,
+                          [claims.Item(str(r.seed_index), 0, position=r.seed_index, done=r.status == SEED_DONE)
+                           for r in rows])
+        if resume:
+            claims.reopen_items(s, claims.KIND_SYNTHESIS, self.run_id,
+                                [(str(r.seed_index), 0) for r in rows if r.status != SEED_DONE])
+        claims.release_dead(s, claims.KIND_SYNTHESIS, self.run_id)
+
+    def _open(self, identity: dict, fp: str) -> None:
+        """:meth:`_open_run` in its own transaction; a process that loses the race to
+        create a new run joins it on the retry."""
+        for tries in range(3):
+            try:
+                with self.sessions() as s:
+                    self._open_run(s, identity, fp)
+                    s.commit()
+                return
+            except IntegrityError:
+                if tries == 2:
+                    raise
+                log.debug("run %s was created by another process at the same time; joining it", self.run_id)
 
     def _open_sandbox(self) -> Sandbox:
         cfg = self.cfg
@@ -225,37 +289,63 @@ class Runner:
         self.sessions = make_session_factory(engine)
         started = time.monotonic()
         try:
+            self._open(identity, fp)
             with self.sessions() as s:
-                self._open_run(s, identity, fp)
-                s.commit()
-                todo = [(row.id, row.seed_index) for row in s.scalars(
-                    select(SynthesisSeed).where(SynthesisSeed.run_id == self.run_id,
-                                                SynthesisSeed.status != SEED_DONE).order_by(SynthesisSeed.seed_index))]
-                accepted = list(s.scalars(select(SynthesisQA.question).where(
-                    SynthesisQA.run_id == self.run_id, SynthesisQA.status == QA_ACCEPTED)))
+                self.seed_ids = dict(s.execute(select(SynthesisSeed.seed_index, SynthesisSeed.id)
+                                               .where(SynthesisSeed.run_id == self.run_id)).all())
             self.output_dir.mkdir(parents=True, exist_ok=True)
             update_latest(self.output_base, self.run_id)
-            if cfg.resume:
-                log.info("resuming synthesis run %s: %d of %d seeds to do", self.run_id, len(todo), len(self.seeds))
-            self.duplicates = DuplicateIndex(cfg.question_similarity_threshold, accepted)
-            self.accepted = len(accepted)
+            self.duplicates = DuplicateIndex(cfg.question_similarity_threshold)
+            self._read_accepted()
+            self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_SYNTHESIS, self.run_id, self.owner,
+                                  lease_s=cfg.claim_lease, workers=cfg.max_workers, stop=self.stop,
+                                  on_claim=self._reopen_run)
             try:
-                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))):
-                    status, error = self._execute(todo)
+                with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))), \
+                        self.loop.heartbeat():
+                    stopped = self._execute()
             except SynthesisError as err:
-                self._finish(RUN_ERROR, str(err), started)
+                self._end((RUN_ERROR, str(err)), started)
                 raise
             except KeyboardInterrupt:
-                self._finish(RUN_CANCELLED, "interrupted", started)
+                self._end((RUN_CANCELLED, "interrupted"), started)
                 raise
-            return self._finish(status, error, started)
+            return self._end(stopped, started)
         finally:
             engine.dispose()
 
-    def _execute(self, todo: list[tuple[int, int]]) -> tuple[str, str | None]:
-        if not todo:
-            return RUN_SUCCESS, None
+    def _read_accepted(self) -> int:
+        """Add the QA accepted since the last look by other processes of the run to the
+        near-duplicate index (this process adds its own as it accepts them); returns the
+        run's accepted count."""
+        with self.sessions() as s:
+            rows = s.execute(select(SynthesisQA.id, SynthesisQA.question).where(
+                SynthesisQA.run_id == self.run_id, SynthesisQA.status == QA_ACCEPTED,
+                SynthesisQA.id > self._qa_seen).order_by(SynthesisQA.id)).all()
+            total = s.scalar(select(func.count()).where(SynthesisQA.run_id == self.run_id,
+                                                        SynthesisQA.status == QA_ACCEPTED)) or 0
+        for qa_id, question in rows:
+            if qa_id not in self._my_qa and question:
+                self.duplicates.remember(question)
+            self._qa_seen = max(self._qa_seen, qa_id)
+        self.accepted = int(total)
+        return self.accepted
+
+    def _want_more(self) -> bool:
+        """Claim more seeds until ``target_qa_count`` QA are accepted (by every process)."""
+        target = self.cfg.target_qa_count
+        return not target or self._read_accepted() < target
+
+    def _execute(self) -> tuple[str, str] | None:
+        """Work on the run until nothing is left; returns why this process stopped early
+        (``(status, error)``), or ``None``."""
         cfg = self.cfg
+        left = self.loop.outstanding()
+        if not left.left or not self._want_more():
+            return None
+        if cfg.resume or self.joined:
+            log.info("%s synthesis run %s: %d of %d seeds left", "joining" if self.joined else "resuming",
+                     self.run_id, left.left, len(self.seeds))
         from ..rollout.agent import ToolDiscoveryError, discover_tools
 
         self.sandbox = self._open_sandbox()
@@ -269,18 +359,20 @@ class Runner:
             self.model = ChatModel(cfg.model_name, api_key=cfg.api_key, base_url=cfg.base_url,
                                    timeout=cfg.request_timeout, max_retries=cfg.max_retries,
                                    temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-            outcomes = self._pool(todo)
+            self._pool(len(self.seeds) - left.left)
         finally:
             self.sandbox.close_sync()
         if self._streak.message:
             log.debug("%s", self._streak.message)
             return RUN_ERROR, self._streak.message
-        failed = [i for i, ok in outcomes.items() if ok is False]
-        if failed:
-            return RUN_ERROR, (f"{len(failed)} seed(s) failed ({', '.join(map(str, sorted(failed)[:10]))}); "
-                               f"see synthesis_seeds.error; fix the cause, then resume to retry them: "
-                               f"{resume_command(self.run_id)}")
-        return RUN_SUCCESS, None
+        return None
+
+    def _reopen_run(self, session) -> None:
+        """Called in a transaction that claimed seeds: a run another process ended while
+        this one was about to claim is running again (this process ends it later)."""
+        session.execute(update(SynthesisRun).where(SynthesisRun.id == self.run_id,
+                                                   SynthesisRun.status != RUN_RUNNING)
+                        .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=utcnow()))
 
     def _note_failure(self, err: Exception | None) -> None:
         """Count seeds failing in a row with the same fatal model error; at
@@ -301,38 +393,35 @@ class Runner:
                                    resume_command(self.run_id)):
                 self.stop.set()
 
-    def _pool(self, todo: list[tuple[int, int]]) -> dict[int, bool | None]:
+    def _pool(self, already: int) -> None:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(self.seeds), initial=len(self.seeds) - len(todo), desc="synthesis", unit="seed",
+        bar = tqdm(total=len(self.seeds), initial=already, desc="synthesis", unit="seed",
                    disable=not self.progress, dynamic_ncols=True)
-        outcomes: dict[int, bool | None] = {}
-        pool = cf.ThreadPoolExecutor(max_workers=min(self.cfg.max_workers, len(todo)), thread_name_prefix="seed")
+
+        def show(_outcome: bool) -> None:
+            bar.update(1)
+            bar.set_postfix({"accepted": self.accepted}, refresh=False)
+
         try:
-            futures = {pool.submit(self._seed, seed_id, index): index for seed_id, index in todo}
-            for fut in cf.as_completed(futures):
-                outcomes[futures[fut]] = fut.result()
-                bar.update(1)
-                bar.set_postfix({"accepted": self.accepted}, refresh=False)
+            self.loop.run(self._seed, show, self._want_more)
         except KeyboardInterrupt:
-            self.stop.set()
-            log.warning("interrupted: waiting for in-flight expansions to finish (stored nodes are kept)")
-            pool.shutdown(wait=True, cancel_futures=True)
+            log.warning("interrupted: in-flight expansions were stopped (stored nodes are kept)")
             raise
         finally:
-            pool.shutdown(wait=True)
             bar.close()
-        return outcomes
 
     # ------------------------------------------------------------------ one seed
 
-    def _seed(self, seed_id: int, index: int) -> bool | None:
-        """Explore, select and write QA for one seed; ``True`` done, ``False`` failed,
-        ``None`` skipped (stopping, or ``target_qa_count`` reached)."""
+    def _seed(self, claim: claims.WorkClaim) -> bool | None:
+        """Explore, select and write QA for one claimed seed; ``True`` done, ``False``
+        failed, ``None`` skipped (stopping, ``target_qa_count`` reached, or the claim was
+        taken over by another process): its claim is then given back."""
         cfg = self.cfg
         if self.stop.is_set() or (cfg.target_qa_count and self.accepted >= cfg.target_qa_count):
             return None
-        seed = self.seeds[index]
+        index = int(claim.item)
+        seed_id, seed = self.seed_ids[index], self.seeds[index]
         sandbox = Sandbox(cfg.sandbox_server_url, worker_id=f"synth-{uuid.uuid4().hex[:8]}-s{index}",
                           timeout=cfg.sandbox_timeout, max_retries=3)
         trace_id = f"syn-{uuid.uuid4().hex}"
@@ -343,7 +432,7 @@ class Runner:
                   attempts=row.attempts + 1, started_at=row.started_at or utcnow(), worker_id=sandbox.worker_id,
                   error=None)
             s.commit()
-            rows = node_rows(s, seed_id)
+            rows = node_rows(s, seed_id)  # a seed taken over from a killed process goes on from its stored nodes
         opened: list[str] = []
         try:
             opened = self._open_sessions(sandbox)
@@ -354,17 +443,20 @@ class Runner:
                 return None
             self._set_seed(seed_id, status=SEED_SAMPLED)
             self._qa(seed_id, seed, sampler, root)
-            self._set_seed(seed_id, status=SEED_DONE, finished_at=utcnow())
+            if not self._end_seed(claim, seed_id, status=SEED_DONE, finished_at=utcnow()):
+                return None
             self._note_failure(None)
             return True
         except (ExplorationError, LLMError) as err:
             log.warning("seed %d failed: %s", index, err)
-            self._set_seed(seed_id, status=SEED_ERROR, error=str(err))
+            if not self._end_seed(claim, seed_id, status=SEED_ERROR, error=str(err)):
+                return None
             self._note_failure(err)
             return False
         except Exception as err:  # boundary: a bug must not kill the run; the seed is retried on resume
             log.exception("seed %d failed unexpectedly", index)
-            self._set_seed(seed_id, status=SEED_ERROR, error=f"unexpected {type(err).__name__}: {err}")
+            if not self._end_seed(claim, seed_id, status=SEED_ERROR, error=f"unexpected {type(err).__name__}: {err}"):
+                return None
             return False
         finally:
             for resource in opened:
@@ -373,6 +465,21 @@ class Runner:
                 except SandboxError:
                     pass
             sandbox.close_sync()
+
+    def _end_seed(self, claim: claims.WorkClaim, seed_id: int, **fields: Any) -> bool:
+        """Record how a seed ended and end its claim in one transaction, only while this
+        process still holds the claim; False when another process took the seed over."""
+        with self._write_lock, self.sessions() as s:
+            try:
+                claims.fence(s, claim.id, self.owner, done=True, lease_s=self.cfg.claim_lease)
+            except claims.ClaimLost:
+                s.rollback()
+                log.warning("seed %s was taken over by another process after this one's claim expired; "
+                            "its outcome here is dropped", claim.item)
+                return False
+            touch(s.get(SynthesisSeed, seed_id), **fields)
+            s.commit()
+        return True
 
     def _open_sessions(self, sandbox: Sandbox) -> list[str]:
         """Sessions of ``resource_types`` with their ``resource_init_configs`` (AgentFlow
@@ -417,14 +524,17 @@ class Runner:
                 continue
             steps = trajectory_steps(nodes)
             cand = generate_qa(self.model, cfg, seed, steps)
+            self._read_accepted()  # what other processes of the run accepted meanwhile counts as a duplicate too
             check_qa(cand, steps, cfg, self.duplicates)
             with self._write_lock, self.sessions() as s:
-                s.add(SynthesisQA(run_id=self.run_id, seed_id=seed_id, path_id=path_id, status=cand.status,
-                                  reason=cand.reason, checks=cand.checks, question=cand.question,
-                                  answer=cand.answer, reasoning_steps=cand.reasoning_steps, raw=cand.raw,
-                                  model_name=cfg.model_name, prompt_tokens=cand.usage.prompt_tokens,
-                                  completion_tokens=cand.usage.completion_tokens))
+                qa = SynthesisQA(run_id=self.run_id, seed_id=seed_id, path_id=path_id, status=cand.status,
+                                 reason=cand.reason, checks=cand.checks, question=cand.question,
+                                 answer=cand.answer, reasoning_steps=cand.reasoning_steps, raw=cand.raw,
+                                 model_name=cfg.model_name, prompt_tokens=cand.usage.prompt_tokens,
+                                 completion_tokens=cand.usage.completion_tokens)
+                s.add(qa)
                 s.commit()
+                self._my_qa.add(qa.id)
                 if cand.status == QA_ACCEPTED:
                     self.accepted += 1
 
@@ -445,15 +555,55 @@ class Runner:
                     chosen.append((row.id, p.nodes))
         return chosen
 
-    def _finish(self, status: str, error: str | None, started: float) -> dict:
+    # ------------------------------------------------------------------ the end
+
+    def _end(self, stopped: tuple[str, str] | None, started: float) -> dict:
+        """End this process's part of the run and return the report.
+
+        With the run's row locked (two processes ending at once take turns): if the run
+        is still running and no other process holds a live claim, this process is the
+        last one: it sets the final status and writes the report and files. Otherwise the
+        report is the stored one (another process ended the run) or a live one (others
+        still work on it; the last of them ends it).
+        """
         wall = time.monotonic() - started
+        throughput = {"nodes_made": self.nodes_made, "wall_time_s": round(wall, 3),
+                      "nodes_per_minute": round(self.nodes_made / wall * 60, 2) if wall > 0 else None}
         with self._write_lock, self.sessions() as s:
-            run = get_run(s, self.run_id)
-            touch(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow())
+            run = s.get(SynthesisRun, self.run_id, with_for_update=True)
+            left = claims.outstanding(s, claims.KIND_SYNTHESIS, self.run_id, self.owner)
+            if run.status != RUN_RUNNING and run.report:
+                s.commit()
+                return {**run.report, "status": effective_status(run), "error": run.error}
+            if run.status == RUN_RUNNING and left.live_others:
+                rep = {**report(s, run), "throughput": throughput}
+                if stopped:
+                    rep["status"], rep["error"] = stopped
+                s.commit()
+                return rep
+            status, error = stopped or self._final_status(s)
+            touch(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow(),
+                  output_dir=str(self.output_dir))
             s.flush()
-            throughput = {"nodes_made": self.nodes_made, "wall_time_s": round(wall, 3),
-                          "nodes_per_minute": round(self.nodes_made / wall * 60, 2) if wall > 0 else None}
             rep = export_run(s, self.run_id, self.output_dir, extra={"error": error, "throughput": throughput})
             run.report = rep
             s.commit()
         return rep
+
+    def _final_status(self, s) -> tuple[str, str | None]:
+        """The run's status from every process's seeds."""
+        failed = list(s.scalars(select(SynthesisSeed.seed_index).where(
+            SynthesisSeed.run_id == self.run_id, SynthesisSeed.status == SEED_ERROR).order_by(SynthesisSeed.seed_index)))
+        if failed:
+            return RUN_ERROR, (f"{len(failed)} seed(s) failed ({', '.join(map(str, failed[:10]))}); "
+                               f"see synthesis_seeds.error; fix the cause, then resume to retry them: "
+                               f"{resume_command(self.run_id)}")
+        return RUN_SUCCESS, None
+
+
+def _still_running(run: SynthesisRun) -> bool:
+    """Another live process runs this run (its heartbeat is fresh, or its pid is alive here)."""
+    if run.status != RUN_RUNNING or run.pid == os.getpid() and run.host == process_identity()["host"]:
+        return False
+    return effective_status(run) == RUN_RUNNING and process_alive(run.pid, run.host) is not False \
+        and run.heartbeat_at is not None
