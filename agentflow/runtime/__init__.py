@@ -101,7 +101,7 @@ class Runtime:
         self.executor = Executor(self.registry, self.sessions, self.writer,
                                  config.max_output_bytes, config.max_call_timeout, node_id=self.cluster.node_id)
         self.requests = RequestLog(self.read, self.writer, stale_after=config.max_call_timeout + 60,
-                                   node_id=self.cluster.node_id)
+                                   node_id=self.cluster.node_id, node_gone=self.cluster.is_gone)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 

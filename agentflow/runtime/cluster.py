@@ -94,6 +94,10 @@ def node_lost_error(session_id: str, node: Node | None, node_id: str) -> NodeLos
         {"session_id": session_id, "node_id": node_id, "node_lost": True, "lost_at": since})
 
 
+def _gone(node: Node | None) -> bool:
+    return node is None or node.status != NODE_LIVE or node.lease_expires_at < utcnow()
+
+
 class Cluster:
     """This node's membership: its row in ``nodes`` and the decisions that need the others."""
 
@@ -215,13 +219,17 @@ class Cluster:
         with self._read() as s:
             return s.get(Node, node_id)
 
+    def is_gone(self, node_id: str) -> bool:
+        """Whether ``node_id`` is lost, stopped or past its lease (it answers nothing more)."""
+        return _gone(self.node(node_id))
+
     def route(self, session_id: str, node_id: str, what: str) -> None:
         """For a live session owned by ``node_id``: return when that is this node,
         raise ForwardCall to send the request there, or NodeLost when it is gone."""
         if node_id == self.node_id:
             return
         node = self.node(node_id)
-        if node is None or node.status != NODE_LIVE or node.lease_expires_at < utcnow():
+        if _gone(node):
             raise node_lost_error(session_id, node, node_id)
         raise ForwardCall(NodeRef(node.node_id, node.url), what, session_id)
 

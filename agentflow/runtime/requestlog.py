@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import logging
 import time
+from typing import Callable
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -71,8 +72,9 @@ def interrupted_answer(row: RequestRecord, reason: str) -> dict:
 
 class RequestLog:
     def __init__(self, read: sessionmaker[Session], writer: GroupCommitter, stale_after: float,
-                 node_id: str | None = None):
+                 node_id: str | None = None, node_gone: Callable[[str], bool] | None = None):
         self._node_id = node_id
+        self._node_gone = node_gone
         self._read = read
         self._writer = writer
         self._stale_after = stale_after
@@ -139,6 +141,9 @@ class RequestLog:
         alive = owner_alive(row.owner)
         if alive is False:
             return "the server process running it died"
+        if alive is None and row.node_id and row.node_id != self._node_id and self._node_gone \
+                and self._node_gone(row.node_id):
+            return f"node {row.node_id}, which was running it, was lost (its lease expired)"
         age = (utcnow() - row.created_at).total_seconds()
         if alive is None and age > self._stale_after:
             return f"its server process on another node held it for {age:.0f} s, longer than any call may run"

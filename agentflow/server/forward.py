@@ -19,8 +19,6 @@ from flask import Response, request
 
 from ..runtime.cluster import FORWARDED_HEADER, ForwardCall, node_lost_error
 from ..runtime.errors import CallInterrupted, SessionError
-from ..db import utcnow
-from ..db.models import NODE_LIVE
 from .envelope import request_id, runtime
 
 _CONNECT_TIMEOUT = 2.0
@@ -90,10 +88,10 @@ def _unsent(err: requests.ConnectionError) -> bool:
 
 def _wait_or_lost(moved: ForwardCall) -> None:
     """Pause before trying the owner again; raise NodeLost once its lease is over."""
-    node = runtime().cluster.node(moved.node.node_id)
-    if node is None or node.status != NODE_LIVE or node.lease_expires_at < utcnow():
-        runtime().cluster.reap_lost()
-        raise node_lost_error(moved.session_id or moved.what, node, moved.node.node_id)
+    cluster = runtime().cluster
+    if cluster.is_gone(moved.node.node_id):
+        cluster.reap_lost()
+        raise node_lost_error(moved.session_id or moved.what, cluster.node(moved.node.node_id), moved.node.node_id)
     time.sleep(_RETRY_PAUSE)
 
 

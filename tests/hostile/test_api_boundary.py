@@ -113,10 +113,12 @@ def test_longest_names_work_and_stay_in_the_workspace_root(server):
 
 def test_session_ids_are_validated_inside_the_runtime_too(tmp_path):
     """Defence in depth: a caller that skips the HTTP schemas still cannot steer a path."""
+    from agentflow.config import ServerConfig
+    from agentflow.runtime.cluster import Cluster
     from agentflow.runtime.errors import ParameterError
     from agentflow.runtime.sessions import SessionManager
 
-    manager = SessionManager(None, None, None, tmp_path / "workspaces", 60)
+    manager = SessionManager(None, None, None, tmp_path / "workspaces", 60, Cluster(ServerConfig(), None, None))
     (tmp_path / "workspaces").mkdir()
     for bad in ("../x", "a/b", "..", "a\x00"):
         with pytest.raises(ParameterError):

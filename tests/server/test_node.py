@@ -99,3 +99,32 @@ def test_serve_refuses_a_node_url_on_sqlite_before_starting(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "a cluster needs PostgreSQL" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("node_state", ["lost", "lease expired"])
+def test_a_retry_of_a_request_another_machine_was_running_when_its_node_died_gets_2004(server_factory, node_state):
+    """A claim held by a process on another machine (its pid cannot be checked from
+    here) is ended when that machine's node is gone, not after the long stale timeout."""
+    import datetime as dt
+    import hashlib
+
+    srv = server_factory({"resources": {"bash": {}}})
+    w, rid = wid(), uuid.uuid4().hex
+    body = json.dumps({"worker_id": w, "action": "bash:run", "params": {"command": "touch /tmp/once"}})
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    lease_end = now - dt.timedelta(seconds=30) if node_state == "lease expired" else now
+    engine = create_engine(srv.db_url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into nodes (node_id, url, version, capacity, status, host, incarnation, started_at, heartbeat_at,"
+            " lease_expires_at, lost_at) values ('far-away', 'http://10.9.9.9:1', 'x', 0, :st, 'far', 'i', :t, :t,"
+            " :le, null)"), {"st": "lost" if node_state == "lost" else "live", "t": now, "le": lease_end})
+        conn.execute(text(
+            "insert into requests (request_id, endpoint, body_sha256, status, owner, created_at, node_id) values"
+            " (:r, 'execute', :h, 'pending', 'far~00000000~4026531836:4242:99', :t, 'far-away')"),
+            {"r": rid, "h": hashlib.sha256(body.encode()).hexdigest(), "t": now})
+    engine.dispose()
+    answer = srv.post("/execute", headers={"X-Request-ID": rid, "Content-Type": "application/json"},
+                      data=body, timeout=30).json()
+    assert answer["code"] == 2004, answer
+    assert "far-away" in answer["data"]["reason"] and "lost" in answer["data"]["reason"]

@@ -142,6 +142,7 @@ class Meta(Schema):
     request_id = fields.String()
     temporary_session = fields.Boolean()
     replayed = fields.Boolean()
+    node_id = fields.String(allow_none=True, metadata={"description": "the node (server) that ran the request"})
 
 
 class Envelope(Schema):
