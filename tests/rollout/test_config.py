@@ -99,3 +99,35 @@ def test_fingerprint_ignores_transport_but_not_the_experiment():
     for change in ({"system_prompt": "q"}, {"model_name": "m2"}, {"max_turns": 3}, {"temperature": 0.5}):
         assert fingerprint(run_identity(load_config({"model_name": "m", "system_prompt": "p", **change}), "d")) != fp
     assert "***" == base.__class__(model_name="m", api_key="secret").public_dict()["api_key"]
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("claim_lease", "soon", "'claim_lease' must be a number, got 'soon'"),
+    ("claim_lease", True, "'claim_lease' must be a number, got True"),
+    ("claim_lease", 0, "'claim_lease' must be a number >= 1, got 0"),
+    ("claim_lease", -5, "'claim_lease' must be a number >= 1, got -5"),
+    ("max_attempts", "twice", "'max_attempts' must be an integer, got 'twice'"),
+    ("max_attempts", 2.5, "'max_attempts' must be an integer, got 2.5"),
+    ("max_attempts", 0, "'max_attempts' must be an integer >= 1, got 0"),
+    ("max_attempts", -1, "'max_attempts' must be an integer >= 1, got -1"),
+])
+def test_bad_claim_lease_and_max_attempts_are_named(key, value, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config({"model_name": "m", key: value})
+    assert needle in str(info.value)
+
+
+def test_claim_lease_and_max_attempts_defaults_and_not_in_the_fingerprint():
+    base = load_config({"model_name": "m"})
+    assert (base.claim_lease, base.max_attempts) == (60.0, 3)
+    other = load_config({"model_name": "m", "claim_lease": "2", "max_attempts": 5})
+    assert (other.claim_lease, other.max_attempts) == (2.0, 5)
+    # pacing, not the experiment: processes with other leases may join one run
+    assert fingerprint(run_identity(other, "d")) == fingerprint(run_identity(base, "d"))
+
+
+def test_a_bad_claim_lease_in_a_file_names_the_file(tmp_path):
+    p = tmp_path / "join.json"
+    p.write_text(json.dumps({"model_name": "m", "claim_lease": 0.5}))
+    with pytest.raises(ConfigError, match=r"join.json: 'claim_lease' must be a number >= 1, got 0.5"):
+        load_config(p)

@@ -115,3 +115,17 @@ def test_reference_seeds_load(REFERENCE):
     assert paths
     for path in paths:
         assert load_seeds(path), path
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("soon", "'claim_lease' must be a number, got 'soon'"),
+    (False, "'claim_lease' must be a number, got False"),
+    (0, "'claim_lease' must be a number >= 1, got 0"),
+    (-2, "'claim_lease' must be a number >= 1, got -2"),
+    (None, "'claim_lease' must be a value (null is not allowed here)"),
+])
+def test_bad_claim_lease_is_named(value, needle):
+    with pytest.raises(ConfigError) as info:
+        load_config({"claim_lease": value})
+    assert needle in str(info.value)
+    assert load_config({}).claim_lease == 60.0 and load_config({"claim_lease": 2}).claim_lease == 2.0
