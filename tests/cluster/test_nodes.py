@@ -207,38 +207,63 @@ def test_cluster_status_lists_the_nodes_and_their_sessions(cluster):
             cluster.destroy_session(worker, "bash", node=name)
 
 
-def test_a_dead_node_turns_its_sessions_into_1003_and_new_ones_go_to_live_nodes(cluster):
-    # a code session owned by node-c, with state in its kernel
+_KILLED: dict = {}
+
+
+def _timeline(answers: list[tuple]) -> str:
+    """Answers after the kill, runs of the same outcome collapsed:
+    ``0.02-20.04s: 165 x HTTP 200 code 0 (slowest 0.05s)``."""
+    runs: list[list] = []
+    for at, http, code, took, message in answers:
+        if runs and runs[-1][2:4] == [http, code]:
+            runs[-1][1], runs[-1][4], runs[-1][5] = at, runs[-1][4] + 1, max(runs[-1][5], took)
+        else:
+            runs.append([at, at, http, code, 1, took, message])
+    return "; ".join(f"{a:.2f}-{b:.2f}s: {n} x HTTP {h} code {c} (slowest {t:.2f}s) {m!r}"
+                     for a, b, h, c, n, t, m in runs)
+
+
+def test_killing_the_owner_turns_calls_for_its_sessions_into_1003_within_the_lease(cluster):
+    """kill -9 of node-c's master while a client keeps calling its session through the
+    balancer: no call hangs, and within the lease (plus the second the workers take to
+    notice, and one heartbeat) the calls answer 1003 with ``data.node_lost``."""
     worker = _worker("lost")
     assert cluster.create_session(worker, "code", node="node-c").json()["code"] == 0
     before = cluster.execute(worker, "code:run", {"code": "secret = 42; print(secret)"})
     assert before["code"] == 0 and before["meta"]["node_id"] == "node-c", before
     sid = before["meta"]["session_id"]
+    _KILLED.update(worker=worker, session_id=sid)
 
-    killed = cluster.kill("node-c")  # returns once its workers are gone too (they linger ~1-3 s)
-    answers = []
-    lost = None
-    while time.monotonic() - killed.gone_at < LEASE + 10:
+    killed = cluster.kill("node-c", wait_workers=0)
+    answers, lost = [], None
+    while time.monotonic() - killed.killed_at < 40:
         t0 = time.monotonic()
-        out = cluster.execute(worker, "code:run", {"code": "print(secret)"}, timeout=LEASE + 10)
+        out = cluster.execute(worker, "code:run", {"code": "print(secret)"}, timeout=60)
         took = time.monotonic() - t0
-        answers.append((round(t0 - killed.gone_at, 2), out["_http"], out["code"], round(took, 2),
-                        out.get("message", "")[:80]))
-        assert took < LEASE + 2, f"a call for a dead node's session hung for {took:.1f}s: {answers}"
-        assert "42" not in str((out.get("data") or {}).get("stdout", "")), out
+        answers.append((round(t0 - killed.killed_at, 2), out["_http"], out["code"], round(took, 2),
+                        out.get("message", "")[:90]))
         if out["code"] == 1003 and (out.get("data") or {}).get("node_lost"):
             lost = out
             break
         time.sleep(0.1)
-    assert lost is not None, f"no 1003 node_lost within {LEASE + 10}s of the node's end: {answers}"
-    seen_after = time.monotonic() - killed.gone_at
-    assert seen_after <= LEASE + 1.0, (f"1003 only {seen_after:.1f}s after the node's last process ended "
-                                       f"(lease {LEASE}s; kill -9 of its master "
-                                       f"{killed.gone_at - killed.killed_at:.1f}s before that): {answers}")
+    seen_after = time.monotonic() - killed.killed_at
+    _KILLED.update(lost=lost is not None, killed=killed)
+    assert lost is not None, f"no 1003 node_lost within 40 s of the kill: {_timeline(answers)}"
     assert lost["data"]["node_id"] == "node-c" and lost["data"]["session_id"] == sid, lost
     assert cluster.session_row(sid)["status"] == "lost"
     assert cluster.sql("select status from nodes where node_id = 'node-c'")[0]["status"] == "lost"
+    slowest = max(a[3] for a in answers)
+    assert slowest < LEASE + 2, f"a call for the dead node's session hung for {slowest:.1f}s: {_timeline(answers)}"
+    assert seen_after <= LEASE + 2.5, (f"1003 only {seen_after:.1f}s after the kill (lease {LEASE}s): "
+                                       f"{_timeline(answers)}")
+    after = cluster.execute(worker, "code:run", {"code": "print(secret)"})
+    assert "42" not in str((after.get("data") or {}).get("stdout", "")), after
 
+
+def test_after_a_node_died_new_sessions_go_to_live_nodes_and_its_return_resurrects_nothing(cluster):
+    assert _KILLED.get("lost"), "needs the previous test: node-c killed and its session lost"
+    worker, sid = _KILLED["worker"], _KILLED["session_id"]
+    cluster.wait_for(lambda: not _KILLED["killed"].workers_running(), 30, "node-c's workers to exit")
     # new sessions, through the balancer, go to the live nodes
     fresh = []
     for i in range(6):
@@ -247,7 +272,7 @@ def test_a_dead_node_turns_its_sessions_into_1003_and_new_ones_go_to_live_nodes(
         assert resp.status_code == 200 and resp.json()["code"] == 0, resp.text
         fresh.append((w, resp.json()["data"]["session_id"]))
     owners = {_owner(cluster, s) for _, s in fresh}
-    assert owners <= {"node-a", "node-b"} and owners, owners
+    assert owners and owners <= {"node-a", "node-b"}, owners
     for w, _ in fresh:
         out = cluster.execute(w, "bash:run", {"command": "echo alive"})
         assert out["code"] == 0 and out["data"]["stdout"] == "alive\n", out

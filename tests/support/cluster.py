@@ -113,6 +113,9 @@ class Node:
     cgroup_parent: str
     proc: subprocess.Popen | None = None
     mnt_ns: str | None = None
+    """The mount namespace of the running incarnation (``mnt:[inode]``)."""
+    namespaces: set[str] = field(default_factory=set)
+    """Every incarnation's: processes left in one are ended at teardown."""
     pids_seen: set[int] = field(default_factory=set)
 
     @property
@@ -199,6 +202,11 @@ class Killed:
 
     killed_at: float
     gone_at: float
+    workers: tuple[int, ...] = ()
+    """The master's workers at the kill."""
+
+    def workers_running(self) -> list[int]:
+        return [p for p in self.workers if _running(p)]
 
 
 class Cluster:
@@ -288,6 +296,9 @@ class Cluster:
                 try:
                     if requests.get(node.url + "/health", timeout=1).status_code == 200:
                         node.mnt_ns = os.readlink(f"/proc/{node.pid}/ns/mnt")
+                        if node.mnt_ns == os.readlink("/proc/self/ns/mnt"):
+                            raise ClusterError(f"{node.name} runs in the harness's own mount namespace")
+                        node.namespaces.add(node.mnt_ns)
                         pending.remove(node)
                 except (requests.RequestException, OSError):
                     pass
@@ -321,8 +332,10 @@ class Cluster:
                 live = {r["node_id"] for r in self.sql("select node_id from nodes where status = 'live'")}
             except Exception:  # noqa: BLE001 - no nodes table: the server side predates the cluster
                 live = set()
-            if {n.node_id for n in nodes} <= live:
-                return
+            if {n.node_id for n in nodes} <= live and all(len(n.worker_pids()) == self.workers for n in nodes):
+                time.sleep(0.3)  # a worker failing to boot halts its master: let that show
+                if all(n.alive() and len(n.worker_pids()) == self.workers for n in nodes):
+                    return
             if time.monotonic() > deadline:
                 raise ClusterError(f"not registered as live in the nodes table within {wait}s: "
                                    f"{sorted({n.node_id for n in nodes} - live)}\n{self.logs()}")
@@ -563,25 +576,32 @@ http {{
         return "\n".join(parts)
 
     # -- faults -----------------------------------------------------------------------
-    def kill(self, name: str, wait_workers: float = 15.0) -> "Killed":
+    def kill(self, name: str, wait_workers: float = 30.0, *, whole: bool = False) -> "Killed":
         """``kill -9`` of the node's gunicorn master, as after a crash of the master.
-        Its workers notice (they check their parent about once a second, then let
-        kept-alive connections linger a moment) and exit on their own; this waits up to
-        ``wait_workers`` seconds for that (0: not at all), so that afterwards nothing of
-        the node answers. Returns the monotonic times of the kill and of the last
-        worker's exit."""
+
+        Its workers notice within a second, stop accepting connections and exit once
+        their open ones are done — kept-alive connections (nginx's, other nodes'
+        forwarding pools) that keep carrying requests hold them for up to gunicorn's
+        ``graceful_timeout`` (20 s), serving as before. This waits up to
+        ``wait_workers`` seconds for them to be gone (0: not at all). ``whole``: kill
+        every process of the node at once instead (master, workers and session
+        processes: a machine that dies). Returns the monotonic times of the kill and
+        of the moment its workers were gone (with ``wait_workers`` 0: of the kill)."""
         node = self.nodes[name]
         workers = node.worker_pids()
         node.pids_seen.update(node.child_pids())
         t = time.monotonic()
         os.kill(node.pid, signal.SIGKILL)
+        if whole:
+            self._kill_namespace(node)
         node.proc.wait(10)
+        wait_workers = max(wait_workers, 10.0) if whole else wait_workers
         deadline = time.monotonic() + wait_workers
         while wait_workers and any(_running(p) for p in workers):
             if time.monotonic() > deadline:
                 raise ClusterError(f"{name}'s workers {workers} outlived their master by {wait_workers}s")
-            time.sleep(0.02)
-        return Killed(t, time.monotonic())
+            time.sleep(0.01)
+        return Killed(t, time.monotonic(), tuple(workers))
 
     def stop_node(self, name: str, wait: float = 20.0) -> None:
         """A graceful stop (SIGTERM to the master), then whatever is left is killed."""
@@ -602,11 +622,11 @@ http {{
         doomed: set[int] = set()
         for pid in node.pids_seen:
             doomed.add(pid)
-        if node.mnt_ns:
+        if node.namespaces:
             for entry in os.listdir("/proc"):
                 if entry.isdigit():
                     try:
-                        if os.readlink(f"/proc/{entry}/ns/mnt") == node.mnt_ns:
+                        if os.readlink(f"/proc/{entry}/ns/mnt") in node.namespaces:
                             doomed.add(int(entry))
                     except OSError:
                         pass
