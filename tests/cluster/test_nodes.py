@@ -103,7 +103,7 @@ def test_a_call_that_is_not_forwarded_fails_instead_of_reaching_the_owner(cluste
         try:
             out = cluster.execute(worker, "code:run", {"code": "print(secret)"}, node="node-b")
             assert "only-on-a" not in json.dumps(out), out
-            assert out["code"] != 0, out
+            assert out["code"] != 0 and out["meta"].get("node_id") == "node-b", out  # B tried, and could not
         finally:
             cluster.sql("update sessions set node_id = 'node-a' where id = :i", i=sid)
     finally:
@@ -225,8 +225,11 @@ def _timeline(answers: list[tuple]) -> str:
 
 def test_killing_the_owner_turns_calls_for_its_sessions_into_1003_within_the_lease(cluster):
     """kill -9 of node-c's master while a client keeps calling its session through the
-    balancer: no call hangs, and within the lease (plus the second the workers take to
-    notice, and one heartbeat) the calls answer 1003 with ``data.node_lost``."""
+    balancer: no call hangs, and within the lease the calls answer 1003 with
+    ``data.node_lost`` — give or take 3 s: the second gunicorn workers take to notice
+    their master is gone, the renewal and reaping periods (a fifth of the lease each),
+    and a loaded CI machine. Workers that drain their keep-alive connections while
+    renewing the node's lease (gunicorn's graceful stop, up to 20 s) fail this."""
     worker = _worker("lost")
     assert cluster.create_session(worker, "code", node="node-c").json()["code"] == 0
     before = cluster.execute(worker, "code:run", {"code": "secret = 42; print(secret)"})
@@ -254,7 +257,7 @@ def test_killing_the_owner_turns_calls_for_its_sessions_into_1003_within_the_lea
     assert cluster.sql("select status from nodes where node_id = 'node-c'")[0]["status"] == "lost"
     slowest = max(a[3] for a in answers)
     assert slowest < LEASE + 2, f"a call for the dead node's session hung for {slowest:.1f}s: {_timeline(answers)}"
-    assert seen_after <= LEASE + 2.5, (f"1003 only {seen_after:.1f}s after the kill (lease {LEASE}s): "
+    assert seen_after <= LEASE + 3.0, (f"1003 only {seen_after:.1f}s after the kill (lease {LEASE}s): "
                                        f"{_timeline(answers)}")
     after = cluster.execute(worker, "code:run", {"code": "print(secret)"})
     assert "42" not in str((after.get("data") or {}).get("stdout", "")), after
