@@ -4,8 +4,9 @@ Every item of a run (a task sample of a rollout, a seed of a synthesis) has one
 ``work_claims`` row, seeded when a process opens the run (missing rows are inserted,
 existing ones left alone, so processes opening the run at once do not conflict). A
 process *claims* a few ``pending`` items (or ``claimed`` ones whose lease has expired:
-their owner died) with ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
-claimers take disjoint rows without waiting for each other; on sqlite the engine's
+their owner died) in one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+RETURNING`` on PostgreSQL, so concurrent claimers take disjoint rows without waiting
+for each other; on sqlite the engine's
 ``BEGIN IMMEDIATE`` serialises the claim transactions instead (the ``FOR UPDATE`` clause
 is not rendered there). The owner renews its leases while it works.
 
@@ -24,13 +25,13 @@ import dataclasses
 import datetime as dt
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import DateTime, Index, Integer, String, UniqueConstraint, and_, func, or_, select, text, update
+from sqlalchemy import DateTime, Index, Integer, String, UniqueConstraint, and_, func, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
 
-__all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "KIND_ROLLOUT", "KIND_SYNTHESIS",
-           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "db_now", "fence", "outstanding", "release",
+__all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "Claimed", "KIND_ROLLOUT", "KIND_SYNTHESIS",
+           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "outstanding", "release",
            "release_dead", "renew", "reopen_items", "seed_items"]
 
 KIND_ROLLOUT = "rollout"
@@ -117,11 +118,11 @@ class Outstanding:
         return self.pending + self.expired + self.live_mine + self.live_others
 
 
-def db_now(session: Session) -> dt.datetime:
-    """Now, as naive UTC, by the database's clock on PostgreSQL (one clock for every
-    machine) and by this process's clock on sqlite (one machine)."""
+def _now(session: Session):
+    """Now for a statement: the database's ``now()`` in UTC on PostgreSQL (an SQL
+    expression, so no extra round trip), this process's clock on sqlite."""
     if session.get_bind().dialect.name == "postgresql":
-        return session.scalar(text("SELECT (now() AT TIME ZONE 'UTC')"))
+        return func.timezone("UTC", func.now())
     return utcnow()
 
 
@@ -169,31 +170,40 @@ def reopen_items(session: Session, kind: str, run_id: str, keys: Iterable[tuple[
     return count
 
 
-def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[WorkClaim]:
+@dataclasses.dataclass(frozen=True)
+class Claimed:
+    """An item this process has just claimed."""
+
+    id: int
+    item: str
+    sample: int
+
+
+def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[Claimed]:
     """Claim up to ``limit`` items — pending ones, or ones whose owner's lease expired —
-    in claim order, for ``lease_s`` seconds. Rows another transaction is claiming right
-    now are skipped, not waited for."""
+    in claim order, for ``lease_s`` seconds, in one statement. Rows another transaction
+    is claiming right now are skipped, not waited for."""
     if limit <= 0:
         return []
-    now = db_now(session)
-    rows = list(session.scalars(
-        select(WorkClaim)
-        .where(_of_run(kind, run_id),
-               or_(WorkClaim.status == CLAIM_PENDING, and_(WorkClaim.status == CLAIM_CLAIMED, _expired(now))))
-        .order_by(WorkClaim.position, WorkClaim.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)))
-    expires = now + dt.timedelta(seconds=lease_s)
-    for row in rows:
-        row.status, row.owner, row.lease_expires_at = CLAIM_CLAIMED, owner, expires
-        row.claims = (row.claims or 0) + 1
-        row.claimed_at = now
-    return rows
+    now = _now(session)
+    free = (select(WorkClaim.id)
+            .where(_of_run(kind, run_id),
+                   or_(WorkClaim.status == CLAIM_PENDING, and_(WorkClaim.status == CLAIM_CLAIMED, _expired(now))))
+            .order_by(WorkClaim.position, WorkClaim.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True))
+    rows = session.execute(
+        update(WorkClaim).where(WorkClaim.id.in_(free.scalar_subquery()))
+        .values(status=CLAIM_CLAIMED, owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
+                claims=WorkClaim.claims + 1, claimed_at=now)
+        .returning(WorkClaim.id, WorkClaim.item, WorkClaim.sample, WorkClaim.position)
+        .execution_options(synchronize_session=False)).all()
+    return [Claimed(r.id, r.item, r.sample) for r in sorted(rows, key=lambda r: (r.position, r.id))]
 
 
 def renew(session: Session, kind: str, run_id: str, owner: str, lease_s: float) -> int:
     """Extend the leases of every item ``owner`` holds; returns how many it still holds."""
-    expires = db_now(session) + dt.timedelta(seconds=lease_s)
+    expires = _now(session) + dt.timedelta(seconds=lease_s)
     return session.execute(update(WorkClaim).where(_of_run(kind, run_id), WorkClaim.owner == owner,
                                                    WorkClaim.status == CLAIM_CLAIMED)
                            .values(lease_expires_at=expires)).rowcount
@@ -207,7 +217,7 @@ def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: f
     Raises:
         ClaimLost: another process owns the item now; roll the transaction back.
     """
-    now = db_now(session)
+    now = _now(session)
     values = {"status": CLAIM_DONE, "finished_at": now, "lease_expires_at": None} if done else \
         {"lease_expires_at": now + dt.timedelta(seconds=lease_s)}
     changed = session.execute(update(WorkClaim).where(WorkClaim.id == claim_id, WorkClaim.owner == owner,
@@ -243,7 +253,7 @@ def release_dead(session: Session, kind: str, run_id: str) -> int:
 
 def outstanding(session: Session, kind: str, run_id: str, owner: str) -> Outstanding:
     """Count what is left of a run: pending, expired, and live claims (``owner``'s and others')."""
-    now = db_now(session)
+    now = _now(session)
     live = and_(WorkClaim.status == CLAIM_CLAIMED, WorkClaim.lease_expires_at >= now)
     row = session.execute(select(
         func.count().filter(WorkClaim.status == CLAIM_PENDING),

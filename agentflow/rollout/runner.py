@@ -497,7 +497,7 @@ class Runner:
             except SandboxError:
                 pass
 
-    def _one(self, claim: claims.WorkClaim, slots: queue.SimpleQueue) -> tuple[str, Score | None] | None:
+    def _one(self, claim: claims.Claimed, slots: queue.SimpleQueue) -> tuple[str, Score | None] | None:
         """Run, score and store one claimed task sample; ``None`` when the run is
         stopping or the claim was lost (nothing stored). A try whose sandbox node was
         lost is stored as an ``infra_error`` attempt and the task is tried again at once
@@ -546,7 +546,7 @@ class Runner:
             log.exception("task %s failed unexpectedly", task.id)
             return AgentResult(status=ATTEMPT_INFRA_ERROR, error=f"unexpected {type(err).__name__}: {err}"), trace_id
 
-    def _store(self, claim: claims.WorkClaim, task: Task, result: AgentResult, score: Score | None, trace_id: str,
+    def _store(self, claim: claims.Claimed, task: Task, result: AgentResult, score: Score | None, trace_id: str,
                worker_id: str, *, done: bool) -> bool:
         """Store one attempt and (``done``) end its claim, in one transaction, only while
         this process still holds the claim; False when it was taken over (nothing stored)."""

@@ -413,7 +413,7 @@ class Runner:
 
     # ------------------------------------------------------------------ one seed
 
-    def _seed(self, claim: claims.WorkClaim) -> bool | None:
+    def _seed(self, claim: claims.Claimed) -> bool | None:
         """Explore, select and write QA for one claimed seed; ``True`` done, ``False``
         failed, ``None`` skipped (stopping, ``target_qa_count`` reached, or the claim was
         taken over by another process): its claim is then given back."""
@@ -466,7 +466,7 @@ class Runner:
                     pass
             sandbox.close_sync()
 
-    def _end_seed(self, claim: claims.WorkClaim, seed_id: int, **fields: Any) -> bool:
+    def _end_seed(self, claim: claims.Claimed, seed_id: int, **fields: Any) -> bool:
         """Record how a seed ended and end its claim in one transaction, only while this
         process still holds the claim; False when another process took the seed over."""
         with self._write_lock, self.sessions() as s:
