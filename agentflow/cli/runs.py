@@ -2,7 +2,8 @@
 
 A ``running`` run whose process is gone (dead pid on this host, or a heartbeat older
 than ``agentflow.runfiles.HEARTBEAT_STALE_S``) is shown as ``interrupted``, with the
-command that resumes it."""
+command that resumes it. ``runs show`` of a run that processes share says how its work
+claims stand (pending, claimed and by how many processes, done)."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,18 @@ def _session(args):
     upgrade(url, lock_dir=lock_dir if url.startswith("sqlite") else None)
     engine = make_engine(url)
     return engine, make_session_factory(engine)()
+
+
+def _claims_line(session, kind: str, run_id: str) -> str | None:
+    """``claims      2 pending, 3 claimed by 2 process(es), 11 done`` (None for a run
+    without work claims, e.g. one from before they existed)."""
+    from ..db import claims
+
+    p = claims.progress(session, kind, run_id)
+    if not (p["pending"] or p["claimed"] or p["done"]):
+        return None
+    return (f"  claims      {p['pending']} pending, {p['claimed']} claimed by {len(p['owners'])} process(es), "
+            f"{p['done']} done")
 
 
 def _resume_hint(kind: str, run_id: str) -> str:
@@ -120,6 +133,9 @@ def _show(args: argparse.Namespace) -> int:
             print(json.dumps(summary, indent=2, default=str))
             return 0
         print(format_summary(summary))
+        line = _claims_line(session, "rollout", run.id)
+        if line and summary["status"] != "success":
+            print(line)
         if summary["status"] == "interrupted":
             print(f"  interrupted: the process that ran it (pid {run.pid} on {run.host}) is gone; resume: "
                   f"{_resume_hint('rollout', run.id)}")
@@ -147,6 +163,9 @@ def _show_synthesis(session, args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2, default=str))
         return 0
     print(format_report(rep))
+    line = _claims_line(session, "synthesis", run.id)
+    if line and rep["status"] != "success":
+        print(line)
     if rep["status"] == "interrupted":
         print(f"  interrupted: the process that ran it (pid {run.pid} on {run.host}) is gone; resume: "
               f"{_resume_hint('synthesis', run.id)}")

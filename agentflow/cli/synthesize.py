@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="synthesis config JSON (e.g. configs/synthesis/rag.json); optional with "
                                     "--run-id R --resume, which rebuilds the run from the database")
     p.add_argument("--run-id", help="name of the run (default: synth-<time>-<random>)")
-    p.add_argument("--resume", action="store_true", help="continue run --run-id: skip finished seeds")
+    p.add_argument("--resume", action="store_true", help="continue run --run-id that is not running: skip finished seeds. A run that is "
+                        "still running (elsewhere) is joined with or without --resume")
     # The flags demo, rollout and synthesize share: --model --base-url --api-key --tasks/--seeds
     # --max-turns --workers (the older spellings stay as aliases).
     p.add_argument("--model", "--model-name", dest="model_name", metavar="NAME", help="model that explores and writes QA")

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .base import Base, utcnow
 
 __all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "Claimed", "KIND_ROLLOUT", "KIND_SYNTHESIS",
-           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "outstanding", "release",
+           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "outstanding", "progress", "release",
            "release_dead", "renew", "reopen_items", "seed_items"]
 
 KIND_ROLLOUT = "rollout"
@@ -267,3 +267,13 @@ def outstanding(session: Session, kind: str, run_id: str, owner: str) -> Outstan
 def count_items(session: Session, kind: str, run_id: str) -> int:
     """How many claim rows a run has (0 for a run made before work claims existed)."""
     return int(session.scalar(select(func.count()).where(_of_run(kind, run_id))) or 0)
+
+
+def progress(session: Session, kind: str, run_id: str) -> dict:
+    """A run's claims by status, and the owners holding claims now (for ``runs show``)."""
+    counts = dict(session.execute(select(WorkClaim.status, func.count()).where(_of_run(kind, run_id))
+                                  .group_by(WorkClaim.status)).all())
+    owners = sorted(o for (o,) in session.execute(select(WorkClaim.owner).distinct().where(
+        _of_run(kind, run_id), WorkClaim.status == CLAIM_CLAIMED)).all() if o)
+    return {"pending": counts.get(CLAIM_PENDING, 0), "claimed": counts.get(CLAIM_CLAIMED, 0),
+            "done": counts.get(CLAIM_DONE, 0), "owners": owners}

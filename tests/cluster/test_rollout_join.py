@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
 
+from agentflow.cli import main
 from tests.rollout.joining import (attempts, claims, gated, holders, owner_pid, start, tag_of, wait_until,
                                    write_config)
 from tests.support.fake_openai import FakeOpenAI, call, first_user, tool_calls, turn
@@ -37,7 +39,7 @@ def _config(tmp_path: Path, server, db_url: str, fake: FakeOpenAI, run_id: str, 
 
 
 @pytest.mark.slow
-def test_two_processes_one_killed_every_task_ends_once(postgres_url, server, tmp_path):
+def test_two_processes_one_killed_every_task_ends_once(postgres_url, server, tmp_path, capsys):
     run_id = f"join-{uuid.uuid4().hex[:8]}"
     gate = threading.Event()
     with FakeOpenAI(gated(echo_once, gate), latency=0.2) as fake:
@@ -67,6 +69,8 @@ def test_two_processes_one_killed_every_task_ends_once(postgres_url, server, tmp
             first.kill()  # kill -9, mid-run, with claims in flight
             first.communicate(timeout=30)
             before_takeover = attempts(postgres_url, run_id)
+            assert main(["runs", "show", run_id, "--database-url", postgres_url]) == 0
+            shown = capsys.readouterr().out
             out = second.communicate(timeout=90)[0]
         finally:
             gate.set()
@@ -77,6 +81,8 @@ def test_two_processes_one_killed_every_task_ends_once(postgres_url, server, tmp
     assert refused.returncode == 2, refused_out
     assert f"cannot join run '{run_id}': it is running with another configuration or dataset" in refused_out
     assert "system_prompt" in refused_out
+
+    assert re.search(r"\n  claims +\d+ pending, \d+ claimed by [12] process\(es\), \d+ done\n", shown), shown
 
     assert first.returncode == -9
     assert second.returncode == 0, out
