@@ -298,6 +298,9 @@ class Cluster:
                         node.mnt_ns = os.readlink(f"/proc/{node.pid}/ns/mnt")
                         if node.mnt_ns == os.readlink("/proc/self/ns/mnt"):
                             raise ClusterError(f"{node.name} runs in the harness's own mount namespace")
+                        if b"agentflow.cli" not in Path(f"/proc/{node.pid}/cmdline").read_bytes():
+                            raise ClusterError(f"{node.name}: pid {node.pid} is not the gunicorn master "
+                                               "(unshare and sh must exec it)")
                         node.namespaces.add(node.mnt_ns)
                         pending.remove(node)
                 except (requests.RequestException, OSError):
@@ -309,8 +312,8 @@ class Cluster:
                 time.sleep(0.1)
 
     def start(self, wait: float = 90.0) -> "Cluster":
-        """Create the database's first node rows: every node at the same moment (they
-        race to migrate the empty database), then nginx."""
+        """Start every node at the same moment (on an empty database they race to
+        migrate it), wait for each to answer and register, and start nginx."""
         for node in self.nodes.values():
             self._spawn(node)
         self._wait_up(list(self.nodes.values()), wait)
@@ -353,8 +356,10 @@ class Cluster:
         return node
 
     def _wait_port_free(self, node: Node, wait: float = 10.0) -> None:
-        """After a kill -9 of the master, its workers notice and exit within about a
-        second; a restart needs the port back."""
+        """After a kill -9 of the master its workers exit on their own (within a
+        second when idle, up to gunicorn's graceful_timeout while connections keep
+        them busy); a restart needs the port back, so what is left after ``wait``
+        seconds is killed."""
         import socket
 
         deadline = time.monotonic() + wait
