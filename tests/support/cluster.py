@@ -700,17 +700,25 @@ def _cgroup_pids(parent: str) -> list[int]:
     return sorted(pids)
 
 
-def _remove_cgroups(parent: str) -> None:
-    for top in _cgroup_dirs(parent):
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+def _remove_cgroups(parent: str, wait: float = 5.0) -> None:
+    """Remove the node's (empty) session cgroups; processes killed a moment ago may
+    keep one busy briefly."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = []
+        for top in _cgroup_dirs(parent):
+            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    d.rmdir()
+                except OSError:
+                    left.append(d)
             try:
-                d.rmdir()
+                top.rmdir()
             except OSError:
-                pass
-        try:
-            top.rmdir()
-        except OSError:
-            pass
+                left.append(top)
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def fresh_database(server_url: str) -> str:
