@@ -31,7 +31,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .base import Base, utcnow
 
 __all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "Claimed", "KIND_ROLLOUT", "KIND_SYNTHESIS",
-           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "outstanding", "progress", "release",
+           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "live_owners", "outstanding", "progress",
+           "release",
            "release_dead", "renew", "reopen_items", "seed_items"]
 
 KIND_ROLLOUT = "rollout"
@@ -249,6 +250,17 @@ def release_dead(session: Session, kind: str, run_id: str) -> int:
         return 0
     return session.execute(update(WorkClaim).where(WorkClaim.id.in_(dead), WorkClaim.status == CLAIM_CLAIMED)
                            .values(status=CLAIM_PENDING, owner=None, lease_expires_at=None)).rowcount
+
+
+def live_owners(session: Session, kind: str, run_id: str) -> set[str]:
+    """Owners holding an unexpired claim who are not known to be dead: processes that
+    may still be working on the run, wherever they are."""
+    from ..processes import owner_alive
+
+    now = _now(session)
+    owners = session.scalars(select(WorkClaim.owner).distinct().where(
+        _of_run(kind, run_id), WorkClaim.status == CLAIM_CLAIMED, WorkClaim.lease_expires_at >= now)).all()
+    return {o for o in owners if o and owner_alive(o.split("@", 1)[-1]) is not False}
 
 
 def outstanding(session: Session, kind: str, run_id: str, owner: str) -> Outstanding:

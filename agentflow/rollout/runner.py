@@ -276,7 +276,9 @@ class Runner:
             session.flush()  # the run row first: a concurrent creator fails here and joins instead
             claims.seed_items(session, claims.KIND_ROLLOUT, self.run_id, self._items(tasks, {}))
             return run
-        if _still_running(run):
+        # running elsewhere: a live process heartbeats the row, or holds live claims (the
+        # row may name a process that has just died while others still work on the run)
+        if _still_running(run) or claims.live_owners(session, claims.KIND_ROLLOUT, self.run_id):
             self._check_fingerprint(run, identity, fp, "join")
             self.joined = True
             log.info("joining rollout run %s (running as pid %s on %s)", self.run_id, run.pid, run.host)

@@ -203,7 +203,9 @@ class Runner:
             s.flush()
             self._seed_claims(s, resume=False)
             return run
-        if _still_running(run):
+        # running elsewhere: a live process heartbeats the row, or holds live claims (the
+        # row may name a process that has just died while others still work on the run)
+        if _still_running(run) or claims.live_owners(s, claims.KIND_SYNTHESIS, self.run_id):
             self._check_fingerprint(run, identity, fp, "join")
             self.joined = True
             log.info("joining synthesis run %s (running as pid %s on %s)", self.run_id, run.pid, run.host)

@@ -1,12 +1,14 @@
 """Joining a rollout run on sqlite (one machine): two processes started at the same
-moment on one run id share its tasks through BEGIN IMMEDIATE claims; worker ids stay
-unique and within the server's name rules; a run from before work claims resumes from
-its attempts."""
+moment on one run id share its tasks through BEGIN IMMEDIATE claims; when one dies, a
+third joins (the first still holds live claims) and takes the dead one's claims over at
+once; worker ids stay unique and within the server's name rules; a run from before work
+claims resumes from its attempts."""
 from __future__ import annotations
 
 import collections
 import json
 import threading
+import time
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -23,28 +25,46 @@ from tests.support.fake_openai import FakeOpenAI, first_user, http_error
 def test_two_processes_started_at_once_share_one_sqlite_run(server, make_config, tmp_path):
     gate = threading.Event()
     with FakeOpenAI(gated(echo_once, gate), latency=0.05) as fake:
-        cfg = make_config(TASKS, max_workers=2, base_url=fake.base_url, claim_lease=5)
+        cfg = make_config(TASKS, max_workers=2, base_url=fake.base_url, claim_lease=30)
         cfg_path = write_config(tmp_path / "cfg.json", cfg)
         procs = [start("rollout", cfg_path, tmp_path / f"home-{i}") for i in range(2)]  # one creates, one joins
         try:
             wait_until(lambda: {p.pid for p in procs} <= holders(server.db_url, "rollout", cfg["run_id"]), procs,
                        "both processes claimed tasks")
+            # the second dies holding claims, and the run row names it (as after its last heartbeat)
+            procs[1].kill()
+            procs[1].communicate(timeout=30)
+            engine = create_engine(server.db_url)
+            with engine.begin() as conn:
+                conn.execute(text("update rollout_runs set pid = :p where id = :r"),
+                             {"p": procs[1].pid, "r": cfg["run_id"]})
+            engine.dispose()
+            # a third process joins without --resume: the first still holds live claims; the dead
+            # one's claims (its pid is gone on this machine) are taken over at once, not after 30 s
+            procs.append(start("rollout", cfg_path, tmp_path / "home-2"))
+            wait_until(lambda: procs[2].pid in holders(server.db_url, "rollout", cfg["run_id"]),
+                       [procs[0], procs[2]], "the third process joined")
             gate.set()
-            outs = [p.communicate(timeout=60)[0] for p in procs]
+            t0 = time.monotonic()
+            outs = {i: procs[i].communicate(timeout=60)[0] for i in (0, 2)}
+            took = time.monotonic() - t0
         finally:
             gate.set()
             for p in procs:
                 if p.poll() is None:
                     p.kill()
                     p.communicate()
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0, out
+    assert took < 20  # nobody waited for the dead process's 30 s leases
+    for i, out in outs.items():
+        assert procs[i].returncode == 0, out
         assert f"run {cfg['run_id']}: success" in out  # the last one ended the run; the other read its summary
     rows = attempts(server.db_url, cfg["run_id"])
     assert collections.Counter(r[0] for r in rows) == {t["id"]: 1 for t in TASKS}  # each task once
     assert {r[3] for r in rows} == {"completed"}
-    assert len({tag_of(r[4]) for r in rows}) == 2  # both worked, each as its own sandbox workers
-    assert {st for _, _, st, _, _ in claims(server.db_url, "rollout", cfg["run_id"])} == {"done"}
+    assert len({tag_of(r[4]) for r in rows}) == 2  # the two survivors, each as its own sandbox workers
+    ended = claims(server.db_url, "rollout", cfg["run_id"])
+    assert {st for _, _, st, _, _ in ended} == {"done"}
+    assert any(n == 2 for *_, n in ended)  # the killed process's claims were claimed again
     summary = json.loads((tmp_path / "out" / cfg["run_id"] / "summary.json").read_text())
     assert (summary["status"], summary["completed"], summary["total_samples"]) == ("success", len(TASKS), len(TASKS))
 
