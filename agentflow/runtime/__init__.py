@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -158,10 +159,12 @@ class Runtime:
         return out
 
     # -- background work ---------------------------------------------------------
-    def start_background(self) -> None:
+    def start_background(self, on_orphaned: Callable[[], None] | None = None) -> None:
+        """Register the node and start the lease, cleaner and warmup threads.
+        ``on_orphaned``: called when the process's parent (the server's master) dies."""
         # registered before the first request is served: sessions made here name a known node
         self.cluster.register()
-        self._spawn("agentflow-node-lease", lambda: self.cluster.heartbeat(self._stop))
+        self._spawn("agentflow-node-lease", lambda: self.cluster.heartbeat(self._stop, on_orphaned))
         self._spawn("agentflow-cleaner", self._clean_loop)
         if self.config.warmup_enabled:
             self._spawn("agentflow-warmup", lambda: self.warmup(self.config.warmup_resources or None))

@@ -23,7 +23,10 @@ import os
 import socket
 import threading
 
+from typing import Callable
+
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..config import ServerConfig
@@ -136,7 +139,10 @@ class Cluster:
             row.heartbeat_at, row.lease_expires_at = now, now + self.lease
             return outcome
 
-        outcome = self._writer.write(upsert)
+        try:
+            outcome = self._writer.write(upsert)
+        except IntegrityError:  # another process of this node inserted the row first: lock it now
+            outcome = self._writer.write(upsert)
         if not self._registered or outcome != "renewed":
             log.info("node %s at %s: %s", self.node_id, self.url, outcome)
         self._registered = True
@@ -161,10 +167,22 @@ class Cluster:
             Node.node_id == self.node_id, Node.incarnation == self.incarnation).values(
                 status=NODE_STOPPED, lease_expires_at=utcnow())))
 
-    def heartbeat(self, stop: threading.Event) -> None:
-        """The renewal loop of one server process; also ends lost nodes."""
+    def heartbeat(self, stop: threading.Event, on_orphaned: Callable[[], None] | None = None) -> None:
+        """The renewal loop of one server process; also ends lost nodes.
+
+        A process whose parent (gunicorn's master) died stops renewing at once and
+        calls ``on_orphaned``: its node is going away, and other nodes must see it
+        lost within the lease, not after the orphan's graceful shutdown.
+        """
         period = self.lease.total_seconds() / RENEWALS_PER_LEASE
+        parent = os.getppid()
         while not stop.is_set():
+            if os.getppid() != parent:
+                log.warning("node %s: the server's master process is gone; this process stops renewing the "
+                            "node's lease", self.node_id)
+                if on_orphaned is not None:
+                    on_orphaned()
+                return
             try:
                 self.renew() if self._registered else self.register()
                 self.reap_lost()

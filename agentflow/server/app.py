@@ -39,6 +39,8 @@ def create_app(config: ServerConfig | None = None, *, migrate: bool = True, back
         app.register_blueprint(bp)
         app.register_blueprint(bp, url_prefix="/api/v1" + (bp.url_prefix or ""), name=f"v1_{bp.name}")
     if background:
-        runtime.start_background()
+        from .gunicorn_app import leave_when_orphaned
+
+        runtime.start_background(on_orphaned=leave_when_orphaned)
     atexit.register(runtime.close)
     return app

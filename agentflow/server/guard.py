@@ -98,8 +98,9 @@ class HostPolicy:
         configured = config.allowed_hosts
         self.any_host = configured is not None and "*" in configured
         self.defaults = configured is None
-        entries = set(configured) if configured is not None else \
-            _node_names() | {_normal_name(config.host)} | _advertised_name(config)
+        # the host of node_url is always this server's: other nodes forward to it
+        entries = (set(configured) if configured is not None else
+                   _node_names() | {_normal_name(config.host)}) | _advertised_name(config)
         self.names = {_normal_name(e) for e in entries if _ip(e) is None}
         self.ips = {_ip(e) for e in entries if _ip(e) is not None}
         self.any_origin = "*" in config.allowed_origins

@@ -28,9 +28,37 @@ def become_subreaper(server=None) -> None:
         pass
 
 
+_worker = None
+"""This process's gunicorn worker (set after the fork)."""
+
+
 def post_fork(server, worker) -> None:
+    global _worker
     # /shutdown signals the master; workers learn its pid here.
     os.environ["AGENTFLOW_MASTER_PID"] = str(server.pid)
+    _worker = worker
+
+
+ORPHAN_GRACE_SECONDS = 2.0
+"""How long a worker whose master died may finish its calls before it exits."""
+
+
+def leave_when_orphaned() -> None:
+    """The master is dead, so this node is going away: stop taking connections and exit
+    after a short grace. gunicorn alone would wait up to ``graceful_timeout`` (20 s) on a
+    kept-alive connection, holding requests that other nodes forward here long after
+    the node's lease says it is gone. A call cut off is like a killed worker's: its
+    retry gets 2004, and nothing acknowledged is lost."""
+    import threading
+
+    for sock in getattr(_worker, "sockets", None) or []:
+        try:
+            sock.close()
+        except OSError:
+            pass
+    exit_timer = threading.Timer(ORPHAN_GRACE_SECONDS, os._exit, (1,))
+    exit_timer.daemon = True
+    exit_timer.start()
 
 
 def end_sessions_on_exit(config_path: str | None, host: str | None = None, port: int | None = None) -> None:

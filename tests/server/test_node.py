@@ -128,3 +128,14 @@ def test_a_retry_of_a_request_another_machine_was_running_when_its_node_died_get
                       data=body, timeout=30).json()
     assert answer["code"] == 2004, answer
     assert "far-away" in answer["data"]["reason"] and "lost" in answer["data"]["reason"]
+
+
+def test_the_node_url_host_is_allowed_even_when_allowed_hosts_is_configured():
+    """Forwarded calls arrive with the Host of this node's node_url: a configured
+    allowed_hosts list (for the balancer's name) must not turn them into 421."""
+    from agentflow.config import ServerConfig
+    from agentflow.server.guard import HostPolicy
+
+    policy = HostPolicy(ServerConfig(allowed_hosts=["sandbox.internal"], node_url="http://Node-1.internal:18890"))
+    assert policy.host_allowed("node-1.internal", None) and policy.host_allowed("sandbox.internal", None)
+    assert not policy.host_allowed("evil.example", None)
