@@ -5,15 +5,16 @@ process is gone, and the loop that claims a run's items so that several processe
 work on one run (:class:`ClaimLoop`)."""
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import socket
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -225,6 +226,9 @@ def claim_owner(tag: str) -> str:
     return f"{tag}@{owner_id()}"
 
 
+_END = object()
+"""Tells a :class:`ClaimLoop` slot to end."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _RUN_PART = 80
 
@@ -242,11 +246,12 @@ def worker_name(prefix: str, run_id: str, tag: str, slot: str) -> str:
 
 
 class ClaimLoop:
-    """Claims the items of one run in small batches and runs them on a thread pool,
-    until nothing is left to claim and no other process holds a live claim (it waits for
-    those: if their owner dies, their leases expire and this loop takes them over).
+    """Claims the items of one run in small batches (a few ahead of the free slots) and
+    runs them on ``workers`` slot threads, until nothing is left to claim and no other process holds
+    a live claim (it waits for those: if their owner dies, their leases expire and this
+    loop takes them over).
 
-    ``handle(claim)`` runs in a pool thread and stores the item's result, ending its
+    ``handle(claim)`` runs in a slot thread and stores the item's result, ending its
     claim in the same transaction (:func:`agentflow.db.claims.fence`); it returns
     ``None`` when it did not end it (the run is stopping, the claim was lost), and the
     claim is then given back. ``on_result(value)`` sees every other return value in the
@@ -264,6 +269,11 @@ class ClaimLoop:
         # how often an idle loop looks for work: a fraction of the lease, so an expired
         # claim is taken over soon after it expires, but never a busy loop
         self.poll = min(1.0, max(0.1, lease_s / 4))
+        # items claimed ahead of the slots: half as many (at least one), so a claim never
+        # stands between two tasks; refilled when less than half of them is left, so one
+        # claim transaction serves several tasks, and a process holds few unstarted items
+        # that another one might have run
+        self.prefetch = max(1, workers // 2)
 
     # -------------------------------------------------------------- database steps
 
@@ -312,33 +322,66 @@ class ClaimLoop:
 
     def run(self, handle: Callable[[Any], Any], on_result: Callable[[Any], None],
             want_more: Callable[[], bool] = lambda: True) -> None:
-        pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=f"{self.kind}-claim")
-        in_flight: dict[cf.Future, Any] = {}
+        # Slots take claimed items from ``todo`` themselves: a slot that finishes starts the
+        # next item at once, and this thread tops ``todo`` up (a few items ahead of the
+        # slots) while they work, so no claim stands between two tasks.
+        todo: queue.Queue = queue.Queue()
+        done: queue.Queue = queue.Queue()
+        slots = [threading.Thread(target=self._slot, args=(handle, todo, done), daemon=True,
+                                  name=f"{self.kind}-slot-{i}") for i in range(self.workers)]
+        for t in slots:
+            t.start()
+        busy = 0  # items handed to the slots and not reported back yet
+        dry_until = 0.0  # a claim found less than it asked for: nothing more until then
         try:
             while True:
-                free = self.workers - len(in_flight)
-                if free > 0 and not self.stop.is_set() and want_more():
-                    for row in self.claim(free):
-                        in_flight[pool.submit(handle, row)] = row
-                if not in_flight:
+                wanted = self.workers + self.prefetch - busy
+                if wanted > self.prefetch // 2 and time.monotonic() >= dry_until and not self.stop.is_set() \
+                        and want_more():
+                    claimed = self.claim(wanted)
+                    if len(claimed) < wanted:  # more comes only from expiring or released claims
+                        dry_until = time.monotonic() + self.poll
+                    for row in claimed:
+                        todo.put(row)
+                        busy += 1
+                if not busy:
                     if self.stop.is_set() or self._finished(want_more):
                         return
                     self.stop.wait(self.poll)  # others hold live claims: take them over if they expire
                     continue
-                done, _ = cf.wait(list(in_flight), timeout=self.poll, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    row = in_flight.pop(fut)
-                    value = fut.result()
-                    if value is None:
-                        self.release([row.id])
-                    else:
-                        on_result(value)
+                try:
+                    row, value, error = done.get(timeout=self.poll)
+                except queue.Empty:
+                    continue
+                busy -= 1
+                if error is not None:
+                    raise error
+                if value is None:
+                    self.release([row.id])
+                else:
+                    on_result(value)
         except BaseException:
-            self.stop.set()  # in-flight items see it and give up; their claims are given back below
+            self.stop.set()  # items in flight see it and give up; their claims are given back below
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.release()
+            for _ in slots:
+                todo.put(_END)
+            for t in slots:
+                t.join()
+            self.release()  # in flight when stopping, or claimed and never started
+
+    def _slot(self, handle: Callable[[Any], Any], todo: queue.Queue, done: queue.Queue) -> None:
+        while True:
+            row = todo.get()
+            if row is _END:
+                return
+            if self.stop.is_set():  # claimed but not started: given back
+                done.put((row, None, None))
+                continue
+            try:
+                done.put((row, handle(row), None))
+            except BaseException as err:  # handed to the loop's thread, which stops the run
+                done.put((row, None, err))
 
     def _finished(self, want_more: Callable[[], bool]) -> bool:
         left = self.outstanding()

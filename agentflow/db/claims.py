@@ -70,6 +70,9 @@ class WorkClaim(Base):
     lease_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     claims: Mapped[int] = mapped_column(Integer, default=0)
     """How many times the item was claimed (more than 1 after a takeover or a resume)."""
+    results: Mapped[int] = mapped_column(Integer, default=0)
+    """How many results were stored for the item (a rollout task sample's newest attempt
+    number): :func:`fence` counts them, so the attempt number costs no extra query."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
@@ -96,6 +99,8 @@ class Item:
     sample: int = 0
     position: int = 0
     done: bool = False
+    results: int = 0
+    """Results already stored (the newest attempt number of a rollout task sample)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +156,7 @@ def seed_items(session: Session, kind: str, run_id: str, items: Iterable[Item]) 
     left as they are, so any number of processes may seed one run at once."""
     now = utcnow()
     rows = [{"kind": kind, "run_id": run_id, "item": i.item, "sample": i.sample, "position": i.position,
-             "status": CLAIM_DONE if i.done else CLAIM_PENDING, "claims": 0, "created_at": now,
+             "status": CLAIM_DONE if i.done else CLAIM_PENDING, "claims": 0, "results": i.results, "created_at": now,
              "finished_at": now if i.done else None} for i in items]
     for start in range(0, len(rows), _SEED_CHUNK):
         stmt = _insert(session).values(rows[start:start + _SEED_CHUNK])
@@ -210,10 +215,11 @@ def renew(session: Session, kind: str, run_id: str, owner: str, lease_s: float) 
                            .values(lease_expires_at=expires)).rowcount
 
 
-def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: float) -> None:
+def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: float) -> int:
     """Check, inside the transaction that stores an item's result, that ``owner`` still
     holds it, and lock it until that transaction ends. ``done`` ends the item; otherwise
-    (a result that is retried at once) its lease is renewed.
+    (a result that is retried at once) its lease is renewed. Returns the number of this
+    result (1 for the item's first; a rollout attempt's number).
 
     Raises:
         ClaimLost: another process owns the item now; roll the transaction back.
@@ -221,10 +227,13 @@ def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: f
     now = _now(session)
     values = {"status": CLAIM_DONE, "finished_at": now, "lease_expires_at": None} if done else \
         {"lease_expires_at": now + dt.timedelta(seconds=lease_s)}
-    changed = session.execute(update(WorkClaim).where(WorkClaim.id == claim_id, WorkClaim.owner == owner,
-                                                      WorkClaim.status == CLAIM_CLAIMED).values(**values)).rowcount
-    if changed != 1:
+    number = session.execute(update(WorkClaim).where(WorkClaim.id == claim_id, WorkClaim.owner == owner,
+                                                     WorkClaim.status == CLAIM_CLAIMED)
+                             .values(results=WorkClaim.results + 1, **values).returning(WorkClaim.results)
+                             .execution_options(synchronize_session=False)).scalar()
+    if number is None:
         raise ClaimLost(f"work claim {claim_id} is no longer held by {owner}")
+    return int(number)
 
 
 def release(session: Session, kind: str, run_id: str, owner: str, ids: Sequence[int] | None = None) -> int:

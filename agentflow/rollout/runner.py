@@ -51,8 +51,8 @@ from .metrics import Score, score_prediction
 from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
                         update_latest, worker_name)
-from .store import (add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, next_attempt,
-                    summarize, touch_run)
+from .store import (add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, summarize,
+                    touch_run)
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "RolloutError", "Runner", "pipeline", "quick_rollout", "rollout",
@@ -323,10 +323,12 @@ class Runner:
             f"run with another run_id.")
 
     def _items(self, tasks: list[Task], newest: dict) -> list[claims.Item]:
-        """Every task sample in dataset order; those with a final attempt are done."""
+        """Every task sample in dataset order; those with a final attempt are done, and
+        each counts the attempts it has (the next one is numbered after them)."""
         n = self.cfg.n_samples
         return [claims.Item(t.id, i, position=k * n + i,
-                            done=(t.id, i) in newest and newest[(t.id, i)].status != ATTEMPT_INFRA_ERROR)
+                            done=(t.id, i) in newest and newest[(t.id, i)].status != ATTEMPT_INFRA_ERROR,
+                            results=newest[(t.id, i)].attempt if (t.id, i) in newest else 0)
                 for k, t in enumerate(tasks) for i in range(n)]
 
     def _seed_claims(self, session, tasks: list[Task], *, resume: bool) -> None:
@@ -554,16 +556,15 @@ class Runner:
         this process still holds the claim; False when it was taken over (nothing stored)."""
         with self._write_lock, self.sessions() as s:
             try:
-                claims.fence(s, claim.id, self.owner, done=done, lease_s=self.cfg.claim_lease)
+                attempt = claims.fence(s, claim.id, self.owner, done=done, lease_s=self.cfg.claim_lease)
             except claims.ClaimLost:
                 s.rollback()
                 log.warning("task %s#%d was taken over by another process after this one's claim expired; "
                             "its result here is dropped", task.id, claim.sample)
                 return False
-            add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample,
-                        attempt=next_attempt(s, self.run_id, task.id, claim.sample), result=result, score=score,
-                        metric=self.cfg.metric if self.cfg.scoring else None, trace_id=trace_id,
-                        worker_id=worker_id)
+            add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample, attempt=attempt,
+                        result=result, score=score, metric=self.cfg.metric if self.cfg.scoring else None,
+                        trace_id=trace_id, worker_id=worker_id)
             s.commit()
         return True
 

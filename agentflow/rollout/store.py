@@ -32,7 +32,7 @@ from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
 __all__ = ["add_attempt", "breakdown", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
-           "next_attempt", "progress_counts", "summarize", "top_errors"]
+           "progress_counts", "summarize", "top_errors"]
 
 RESULTS_FILE = "results.jsonl"
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -67,16 +67,6 @@ def latest_attempts(session: Session, run_id: str) -> dict[tuple[str, int], Roll
                                     & (RolloutAttempt.attempt == newest.c.attempt))
         .where(RolloutAttempt.run_id == run_id))
     return {(a.task_id, a.sample_index): a for a in rows}
-
-
-def next_attempt(session: Session, run_id: str, task_id: str, sample_index: int) -> int:
-    """The number of a task sample's next attempt (its newest plus one). The caller holds
-    the sample's work claim (locked by :func:`agentflow.db.claims.fence`), so no other
-    process numbers an attempt of it at the same time."""
-    newest = session.scalar(select(func.max(RolloutAttempt.attempt)).where(
-        RolloutAttempt.run_id == run_id, RolloutAttempt.task_id == task_id,
-        RolloutAttempt.sample_index == sample_index))
-    return int(newest or 0) + 1
 
 
 def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int, attempt: int, result: AgentResult,

@@ -81,7 +81,10 @@ def test_two_synthesis_processes_one_killed_each_seed_once(postgres_url, server,
     seeds = query(postgres_url, "select seed_index, status, attempts from synthesis_seeds where run_id = :r "
                                 "order by seed_index", r=run_id)
     assert [(i, st) for i, st, _ in seeds] == [(i, "done") for i in range(len(SEEDS))]
-    assert {i for i, _, n in seeds if n > 1} == {int(i) for i in held}  # only the killed one's seed started twice
+    # the seed the killed process was exploring was started again; it may also have held a
+    # seed claimed ahead of a free slot, never started
+    twice = {i for i, _, n in seeds if n > 1}
+    assert twice and twice <= {int(i) for i in held}
     ended = claims(postgres_url, "synthesis", run_id)
     assert {st for _, _, st, _, _ in ended} == {"done"}
     assert {owner_pid(o) for _, _, _, o, _ in ended} == {first.pid, second.pid}  # both ended seeds
