@@ -22,6 +22,7 @@ _SUBCOMMANDS = [
     "agentflow.cli.synthesize",
     "agentflow.cli.model",
     "agentflow.cli.demo",
+    "agentflow.cli.view",
 ]
 
 
