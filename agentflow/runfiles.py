@@ -247,9 +247,9 @@ def worker_name(prefix: str, run_id: str, tag: str, slot: str) -> str:
 
 class ClaimLoop:
     """Claims the items of one run in small batches (a few ahead of the free slots) and
-    runs them on ``workers`` slot threads, until nothing is left to claim and no other process holds
-    a live claim (it waits for those: if their owner dies, their leases expire and this
-    loop takes them over).
+    runs them on ``workers`` slot threads, until nothing is left to claim and no other
+    process holds a live claim (it waits for those: if their owner dies, their leases
+    expire and this loop takes them over).
 
     ``handle(claim)`` runs in a slot thread and stores the item's result, ending its
     claim in the same transaction (:func:`agentflow.db.claims.fence`); it returns
