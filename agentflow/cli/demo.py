@@ -80,5 +80,9 @@ def _run(args: argparse.Namespace) -> int:
     print("\nNext, explore the runs with SQL" + (f" (sqlite3 {db}):" if db else ":"))
     for q in result["queries"]:
         print(f"\n-- {q['title']}\n{q['sql']}")
+    from .view import DEFAULT_HOST, DEFAULT_PORT, viewer_command
+
+    print(f"\nOr look at the runs in a browser (read-only), then open http://{DEFAULT_HOST}:{DEFAULT_PORT}:")
+    print(f"  {viewer_command(result['database_url'])}")
     ok = summary.get("status") == "success" and report.get("status") == "success"
     return 0 if ok else 1

@@ -27,6 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every run: there is no login)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    p.add_argument("--sql-time-limit", type=float, default=5.0, metavar="SECONDS",
+                   help="the SQL page stops a query after this long (default 5)")
+    p.add_argument("--sql-max-rows", type=int, default=1000, metavar="N",
+                   help="the SQL page shows at most this many rows (default 1000)")
     p.set_defaults(func=_view)
 
 
@@ -50,6 +54,8 @@ def _view(args: argparse.Namespace) -> int:
     from ..rollout.runner import database_url
     from ..view.db import make_readonly_engine, schema_status
 
+    if args.sql_time_limit <= 0 or args.sql_max_rows < 1:
+        raise CommandError("--sql-time-limit must be above 0 and --sql-max-rows at least 1")
     url = args.database_url or database_url(None)[0]
     check_port_free(args.host, args.port)
     try:
@@ -68,7 +74,8 @@ def _view(args: argparse.Namespace) -> int:
     allowed = None
     if _is_loopback(args.host):
         allowed = [*_LOOPBACK_NAMES, args.host.strip("[]")]
-    config = {"DATABASE_URL": url, "ALLOWED_HOSTS": allowed}
+    config = {"DATABASE_URL": url, "ALLOWED_HOSTS": allowed, "SQL_TIME_LIMIT_S": args.sql_time_limit,
+              "SQL_MAX_ROWS": args.sql_max_rows}
     print(f"AgentFlow viewer on http://{_url_host(args.host)}:{args.port} (database {_safe(url)}, read-only)",
           flush=True)
     if allowed is None:

@@ -21,8 +21,8 @@ from ..errors import BadParameter, NotFound
 from ..render import message_parts, pretty_json, result_parts
 from .tools import audit_rows
 
-__all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare", "load_run", "newest",
-           "run_summary", "score_histogram", "task_attempts", "task_page"]
+__all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare", "live_counts", "load_run",
+           "newest", "run_summary", "score_histogram", "task_attempts", "task_page"]
 
 A = RolloutAttempt
 
@@ -74,6 +74,15 @@ def run_summary(session: Session, run: RolloutRun) -> dict:
         return {**run.summary, "status": effective_status(run), "error": run.error}
     rows = session.execute(select(*SUMMARY_COLUMNS).where(A.run_id == run.id, newest())).all()
     return summarize(run, rows)
+
+
+def live_counts(session: Session, run_id: str) -> dict:
+    """Done, failed and tokens of a run's newest attempts, counted in SQL: what the pages'
+    poll shows of a running run (cheap at any size; the full summary is on the page)."""
+    done, failed, tokens = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((A.status != ATTEMPT_COMPLETED, 1), else_=0)), 0),
+               func.coalesce(func.sum(A.total_tokens), 0)).where(A.run_id == run_id, newest())).one()
+    return {"done": int(done), "failed": int(failed), "tokens": int(tokens)}
 
 
 def score_histogram(session: Session, run_id: str, bins: int = 10) -> dict:

@@ -5,7 +5,7 @@ import dataclasses
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ...db.rollout import RUN_RUNNING, RolloutRun
@@ -13,7 +13,7 @@ from ...db.synthesis import SynthesisRun
 from ...runfiles import effective_status
 from ...synthesis.store import report as synthesis_report
 from ..errors import BadParameter
-from .rollout import run_summary
+from .rollout import live_counts, run_summary
 
 __all__ = ["KINDS", "STATUSES", "RunRow", "benchmarks", "list_runs", "progress"]
 
@@ -116,11 +116,18 @@ def benchmarks(session: Session) -> list[str]:
 
 
 def progress(session: Session, run_ids: list[str]) -> list[dict]:
-    """Live progress of runs (for the pages' poll): status, done of total, failed."""
+    """Live progress of runs (for the pages' poll): status, done of total, failed, tokens.
+    A running rollout is counted in SQL (:func:`~.rollout.live_counts`), a running synthesis
+    reported by :func:`agentflow.synthesis.store.report` (a few counts)."""
     out = []
     for run_id in run_ids[:50]:
         run = session.get(RolloutRun, run_id)
         if run is not None:
+            if run.status == RUN_RUNNING:
+                counts = live_counts(session, run.id)
+                out.append({"id": run.id, "kind": "rollout", "status": effective_status(run), "total": run.total_tasks,
+                            **counts, "wall_time_s": _elapsed(run)})
+                continue
             row = rollout_row(session, run)
         else:
             srun = session.get(SynthesisRun, run_id)
@@ -131,8 +138,3 @@ def progress(session: Session, run_ids: list[str]) -> list[dict]:
                     "failed": row.failed, "accuracy": row.accuracy, "qa_accepted": row.qa_accepted,
                     "tokens": row.tokens, "wall_time_s": row.wall_time_s})
     return out
-
-
-def running_count(session: Session) -> int:
-    return int((session.scalar(select(func.count()).where(RolloutRun.status == RUN_RUNNING)) or 0)
-               + (session.scalar(select(func.count()).where(SynthesisRun.status == RUN_RUNNING)) or 0))
