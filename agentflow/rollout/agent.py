@@ -6,7 +6,9 @@ unknown tool, or with arguments that are not a JSON object, or that the server r
 is answered with the error as text so the model can correct itself. The first reply
 without tool calls ends the task; its ``<answer>…</answer>`` or ``Final Answer:`` part
 is the prediction. Infrastructure failures (sandbox unreachable, model still failing
-after retries) end the task with ``infra_error`` so a resumed run tries it again.
+after retries) end the task with ``infra_error`` so a resumed run tries it again; so does
+a session whose sandbox node was lost (1003 with ``data.node_lost``), flagged
+``node_lost`` so the runner retries the task at once on a fresh session.
 """
 from __future__ import annotations
 
@@ -133,7 +135,9 @@ def discover_tools(sandbox: Sandbox, patterns: list[str]) -> ToolBox:
                                  f"its tools: {', '.join(visible)}")
     specs, actions, params = [], {}, {}
     for tool in chosen:
-        openai_name = tool["name"].replace(":", "-", 1)
+        # the server's OpenAI name is the first alias (mcp:srv.tool is offered as mcp-srv_tool)
+        openai_name = next((a for a in [*tool.get("aliases", [])[:1], tool["name"].replace(":", "-", 1)]
+                            if a in by_openai_name), tool["name"].replace(":", "-", 1))
         spec = by_openai_name.get(openai_name) or {
             "type": "function",
             "function": {"name": openai_name, "description": tool.get("description", ""),
