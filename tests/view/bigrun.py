@@ -69,15 +69,16 @@ def _attempt_rows(run_id: str, tasks: int, samples: int, rng: random.Random, sta
     return attempts, messages, calls, audit
 
 
-def build(path: Path, tasks: int = 10_000, samples: int = 4) -> str:
-    """Write the database at ``path`` (a new sqlite file); returns its URL."""
+def build(target: Path | str, tasks: int = 10_000, samples: int = 4) -> str:
+    """Write the runs into ``target``, a new sqlite file or an empty PostgreSQL database's
+    URL; returns the database URL."""
     from agentflow.db import make_engine, upgrade
     from agentflow.db.models import ToolCall
     from agentflow.db.rollout import RolloutAttempt, RolloutMessage, RolloutRun, RolloutToolCall
     from agentflow.rollout.store import summarize
     from agentflow.view.data.rollout import SUMMARY_COLUMNS
 
-    url = f"sqlite:///{path}"
+    url = target if isinstance(target, str) else f"sqlite:///{target}"
     upgrade(url)
     engine = make_engine(url)
     rng = random.Random(7)

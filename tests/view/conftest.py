@@ -170,3 +170,6 @@ def big_page(browser, big, shots):
     yield p
     context.close()
     assert p.errors == [], p.errors
+
+
+from tests.support.postgres import postgres_url  # noqa: E402,F401 - a fixture (test_postgres.py)
