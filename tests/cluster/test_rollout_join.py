@@ -66,11 +66,13 @@ def test_two_processes_one_killed_every_task_ends_once(postgres_url, server, tmp
             wait_until(first_finished_some, [first, second], "the first process finished tasks and claimed more")
             held = {(i, s) for i, s, st, o, _ in claims(postgres_url, "rollout", run_id)
                     if st == "claimed" and owner_pid(o) == first.pid}
+            gate.clear()  # the survivor waits for its model until the run has been looked at mid-way
             first.kill()  # kill -9, mid-run, with claims in flight
             first.communicate(timeout=30)
             before_takeover = attempts(postgres_url, run_id)
             assert main(["runs", "show", run_id, "--database-url", postgres_url]) == 0
             shown = capsys.readouterr().out
+            gate.set()
             out = second.communicate(timeout=90)[0]
         finally:
             gate.set()
