@@ -23,6 +23,7 @@ _SUBCOMMANDS = [
     "agentflow.cli.model",
     "agentflow.cli.demo",
     "agentflow.cli.view",
+    "agentflow.cli.mcp",
 ]
 
 

@@ -14,6 +14,8 @@ its own:
   long-lived one (a display, a browser) and look after it;
 - ``browser`` — one action of the ``browser`` backend on the session's Chromium, which
   Playwright in this process drives over a DevTools *pipe* (no DevTools port exists);
+- ``mcp`` — the session's stdio MCP servers, this process's children, spoken to with
+  the ``mcp`` SDK (``tools.mcp.host``);
 - ``ping``.
 
 Nothing here is trusted by the server: this process runs as the session and the
@@ -256,6 +258,14 @@ class Supervisor:
         from ..tools.gui import cdp
 
         return cdp.handle(req, dict(self.env), self.workspace)
+
+    # -- MCP servers -------------------------------------------------------------
+    def op_mcp(self, req: dict) -> dict:
+        """List the tools of, or call a tool on, one of the session's stdio MCP servers
+        (children of this process, started on first use; see tools.mcp.host)."""
+        from ..tools.mcp import host
+
+        return host.handle(req, dict(self.env), self.workspace)
 
     # -- python kernel -----------------------------------------------------------
     def op_kernel_exec(self, req: dict) -> dict:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
+import re
 import threading
 import time
 
@@ -17,9 +19,18 @@ _SEPARATORS = (":", "-", "_", ".", "/")
 _WARMUP_RETRY_SECONDS = 30.0
 
 
+_OPENAI_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_OPENAI_MAX = 64
+
+
 def openai_name(spec: ToolSpec) -> str:
-    """The name offered to OpenAI tool calling (letters, digits, ``_`` and ``-`` only)."""
-    return f"{spec.resource_type}-{spec.name}"
+    """The name offered to OpenAI tool calling (letters, digits, ``_`` and ``-`` only, at
+    most 64): ``bash-run``; ``mcp:time.get_current_time`` → ``mcp-time_get_current_time``
+    (other characters become ``_``; a longer name is cut and ends in a hash of the full one)."""
+    name = _OPENAI_UNSAFE.sub("_", f"{spec.resource_type}-{spec.name}")
+    if len(name) > _OPENAI_MAX:
+        name = name[:_OPENAI_MAX - 9] + "_" + hashlib.sha256(spec.full_name.encode()).hexdigest()[:8]
+    return name
 
 
 class ToolRegistry:
@@ -48,6 +59,8 @@ class ToolRegistry:
                 self.specs[spec.full_name] = spec
                 for sep in _SEPARATORS:
                     self._aliases[f"{spec.resource_type}{sep}{spec.name}".lower()] = spec
+        for spec in self.specs.values():  # names with other characters (mcp:srv.tool) as /tools?format=openai gives them
+            self._aliases.setdefault(openai_name(spec).lower(), spec)
         self._warm_failures: dict[str, tuple[float, str]] = {}
         self._warm_lock = threading.Lock()
 

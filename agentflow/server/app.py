@@ -10,6 +10,7 @@ from flask import Flask
 from ..config import ServerConfig, load_server_config
 from ..runtime import Runtime
 from . import errors, middleware
+from . import mcp_endpoint
 from .api import BLUEPRINTS
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def create_app(config: ServerConfig | None = None, *, migrate: bool = True, back
     app.extensions["agentflow"] = runtime
     errors.init_app(app)
     middleware.init_app(app)
+    mcp_endpoint.init_app(app)  # /mcp: the tools over MCP Streamable HTTP
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
         app.register_blueprint(bp, url_prefix="/api/v1" + (bp.url_prefix or ""), name=f"v1_{bp.name}")

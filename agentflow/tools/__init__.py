@@ -21,6 +21,8 @@ BACKENDS: dict[str, str] = {
     # GUI backends need Debian packages (xvfb, xdotool, openbox, chromium): enabled by a config.
     "vm": "agentflow.tools.gui.vm:VmBackend",
     "browser": "agentflow.tools.gui.browser:BrowserBackend",
+    # MCP servers as tools (the `mcp` extra; servers are configured, so enabled by a config).
+    "mcp": "agentflow.tools.mcp.backend:McpBackend",
 }
 
 # Enabled when a server runs without a config file: every backend that works offline

@@ -160,6 +160,8 @@ class ToolSpec:
     max_timeout: float = 600.0
     hidden: bool = False
     needs_session: bool = True
+    annotations: dict | None = None
+    """Hints about the tool (an MCP server's ``ToolAnnotations``: ``readOnlyHint``…), shown by ``/tools``."""
 
     @property
     def full_name(self) -> str:

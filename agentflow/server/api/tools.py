@@ -22,5 +22,6 @@ def list_tools():
         tools = [{"name": s.full_name, "description": s.description, "resource_type": s.resource_type,
                   "parameters": s.parameters, "aliases": [openai_name(s), s.full_name.replace(":", "_")],
                   "default_timeout": s.default_timeout, "hidden": s.hidden,
-                  "needs_session": s.needs_session} for s in specs]
+                  "needs_session": s.needs_session, **({"annotations": s.annotations} if s.annotations else {})}
+                 for s in specs]
     return json_response(envelope({"tools": tools, "total": len(tools)}))
