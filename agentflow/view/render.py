@@ -93,14 +93,25 @@ def _replace_images(value: Any, where: str, images: list[Image]) -> Any:
     return value
 
 
+COMPACT_JSON_CHARS = 100
+"""JSON this short stays on one line."""
+
+
+def _dumps(value: Any) -> str:
+    compact = json.dumps(value, ensure_ascii=False, default=str)
+    return compact if len(compact) <= COMPACT_JSON_CHARS else json.dumps(value, indent=2, ensure_ascii=False,
+                                                                          default=str)
+
+
 def pretty_json(value: Any) -> str:
-    """Indented JSON for a value (or a JSON text; other text as it is)."""
+    """JSON for a value (or a JSON text; other text as it is): on one line when short,
+    else indented."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
             return value
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return _dumps(value)
 
 
 def result_parts(text: str | None) -> tuple[list[tuple[str, str]], list[Image]]:
@@ -134,9 +145,9 @@ def result_parts(text: str | None) -> tuple[list[tuple[str, str]], list[Image]]:
             else:
                 rest[key] = value
         if rest or not parts:
-            parts.insert(1 if head else 0, ("data", json.dumps(rest, indent=2, ensure_ascii=False, default=str)))
+            parts.insert(1 if head else 0, ("data", _dumps(rest)))
     else:
-        parts.append(("data", json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+        parts.append(("data", _dumps(data)))
     return parts, images
 
 

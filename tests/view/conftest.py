@@ -150,6 +150,7 @@ class Page:
         self.tab.screenshot(path=str(path), full_page=full_page)
         if name in README_SHOTS and os.environ.get("AGENTFLOW_UPDATE_SCREENSHOTS") == "1":
             README_IMAGES.mkdir(parents=True, exist_ok=True)
+            self.tab.evaluate("window.scrollTo(0, 0)")
             self.tab.screenshot(path=str(README_IMAGES / f"view-{name}.png"), full_page=False)
         return path
 

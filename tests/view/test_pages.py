@@ -122,7 +122,10 @@ def test_trajectory_shows_every_tool_call_with_its_full_result_and_audit_row(pag
     assert "w0" in verdict and "exact_match" in verdict and "pass" in verdict
     stdout = page.tab.inner_text(".call >> nth=1 >> .part-stdout")
     assert "w0" in stdout  # bash:run's stdout as text, from the full stored result
+    page.goto(f"/rollout/{built.rollout_a}/tasks/say-1")  # one sample right, one wrong
+    assert page.tab.locator(".verdict.pass").count() == 1 and page.tab.locator(".verdict.fail").count() == 1
     page.shot("trajectory")
+    page.goto(f"/rollout/{built.rollout_a}/tasks/say-0")
 
     # the audit link leads to the server's row, and that row back to the trajectory
     page.tab.click(".call >> nth=1 >> a.audit-link")

@@ -144,13 +144,15 @@ def task_page(session: Session, run: RolloutRun, *, sort: str = "task", desc: bo
     if outcome:
         grouped = grouped.having(_outcome_having(outcome))
     sub = grouped.subquery()
-    total = session.scalar(select(func.count()).select_from(sub)) or 0
+    key = sub.c.task_id if sort == "task" else sub.c[f"k_{sort}"]
+    order = [key.desc() if desc else key.asc(), sub.c.task_id.asc()]
+    # one pass: the page's rows, each carrying the number of rows of the whole result
+    page_rows = session.execute(select(sub, func.count().over().label("total")).order_by(*order).limit(per)
+                                .offset((page - 1) * per)).all()
+    total = page_rows[0].total if page_rows else (session.scalar(select(func.count()).select_from(sub)) or 0)
     pages = max(1, -(-total // per))
     if page > pages:
         raise BadParameter(f"page {page} is past the last page ({pages}) of {total} task(s)")
-    key = sub.c.task_id if sort == "task" else sub.c[f"k_{sort}"]
-    order = [key.desc() if desc else key.asc(), sub.c.task_id.asc()]
-    page_rows = session.execute(select(sub).order_by(*order).limit(per).offset((page - 1) * per)).all()
     ids = [r.task_id for r in page_rows]
     samples: dict[str, list] = {t: [] for t in ids}
     if ids:
@@ -198,9 +200,10 @@ def load_attempt(session: Session, run: RolloutRun, attempt_id: int) -> RolloutA
 
 def _arguments(raw: str) -> tuple[str, bool]:
     try:
-        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False), True
+        json.loads(raw)
     except ValueError:
         return raw, raw.strip() == ""
+    return pretty_json(raw), True
 
 
 def attempt_view(session: Session, a: RolloutAttempt) -> dict:

@@ -48,11 +48,18 @@ class RunRow:
 
 
 def rollout_row(session: Session, run: RolloutRun) -> RunRow:
+    """A finished run from its stored summary; a running one from counts made in SQL (its
+    accuracy shows once it ends — the run's page has the live summary)."""
+    if run.status == RUN_RUNNING or not run.summary:
+        c = live_counts(session, run.id)
+        return RunRow("rollout", run.id, effective_status(run), run.benchmark_name, run.model_name, run.created_at,
+                      _elapsed(run), c["done"], run.total_tasks, c["failed"], 0, None, {}, c["tokens"],
+                      error=run.error)
     s = run_summary(session, run)
     return RunRow("rollout", run.id, effective_status(run), run.benchmark_name, run.model_name, run.created_at,
-                  s.get("wall_time_s") if run.finished_at else _elapsed(run), s["completed"] + s["failed"],
-                  run.total_tasks, s["failed"], s.get("unscored", 0), s.get("accuracy"), s.get("pass_at_k") or {},
-                  s.get("total_tokens", 0), error=run.error)
+                  s.get("wall_time_s"), s["completed"] + s["failed"], run.total_tasks, s["failed"],
+                  s.get("unscored", 0), s.get("accuracy"), s.get("pass_at_k") or {}, s.get("total_tokens", 0),
+                  error=run.error)
 
 
 def synthesis_row(session: Session, run: SynthesisRun) -> RunRow:
@@ -116,18 +123,12 @@ def benchmarks(session: Session) -> list[str]:
 
 
 def progress(session: Session, run_ids: list[str]) -> list[dict]:
-    """Live progress of runs (for the pages' poll): status, done of total, failed, tokens.
-    A running rollout is counted in SQL (:func:`~.rollout.live_counts`), a running synthesis
-    reported by :func:`agentflow.synthesis.store.report` (a few counts)."""
+    """Live progress of runs (for the pages' poll): status, done of total, failed, tokens
+    (a running rollout counted in SQL, a running synthesis from its report's counts)."""
     out = []
     for run_id in run_ids[:50]:
         run = session.get(RolloutRun, run_id)
         if run is not None:
-            if run.status == RUN_RUNNING:
-                counts = live_counts(session, run.id)
-                out.append({"id": run.id, "kind": "rollout", "status": effective_status(run), "total": run.total_tasks,
-                            **counts, "wall_time_s": _elapsed(run)})
-                continue
             row = rollout_row(session, run)
         else:
             srun = session.get(SynthesisRun, run_id)
