@@ -120,3 +120,12 @@ def _node_pids(home: str) -> list[int]:
             if any(b"server-everything" in part for part in cmd) and f"HOME={home}".encode() in env:
                 found.append(int(entry))
     return found
+
+
+def test_mcp_server_git_reads_a_repository_it_is_given_read_only(mcp_server):
+    w = _w()
+    mcp_server.post("/session/create", {"worker_id": w, "resource_type": "mcp"})
+    log = _ex(mcp_server, w, "mcp:git.git_log", {"repo_path": mcp_server.repo, "max_count": 5})
+    assert log["code"] == 0 and "the first commit of the test repository" in log["data"]["text"], log
+    status = _ex(mcp_server, w, "mcp:git.git_status", {"repo_path": mcp_server.repo})
+    assert status["code"] == 0 and "nothing to commit" in status["data"]["text"], status

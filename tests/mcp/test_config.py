@@ -87,3 +87,10 @@ def test_the_reference_keys_map_onto_servers_we_define(tmp_path):
                          "env_overrides": {"PGHOST": "db", "X": "0"}})
     assert list(spec.servers) == ["b"]
     assert dict(spec.servers["b"].env) == {"PGHOST": "db", "X": "1"}
+
+
+def test_ci_installs_the_mcp_test_servers_the_docs_list():
+    repo = Path(__file__).resolve().parents[2]
+    line = ".venv/bin/python tests/mcp/servers.py"
+    assert line in (repo / ".ci" / "run").read_text()
+    assert line in (repo / "docs" / "development.md").read_text()
