@@ -19,6 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "SQL_MAX_ROWS": 1000,
     "SQL_TIME_LIMIT_S": 5.0,
     "POLL_INTERVAL_MS": 2000,
+    "MAX_CONTENT_LENGTH": 256 * 1024,  # the SQL form is the only body
 }
 
 CONTENT_SECURITY_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

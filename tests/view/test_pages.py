@@ -248,9 +248,12 @@ def test_sql_page_runs_examples_and_refuses_writes(page, built):
     page.tab.wait_for_url("**q=SELECT**")
     assert "diag:echo" in page.tab.inner_text("#sql-result")
     page.tab.fill("#sql-form textarea", "SELECT id, status FROM rollout_runs ORDER BY id")
-    page.tab.click("#sql-form button")
+    page.tab.click("#sql-form button")  # the form posts; the result links the query's own URL
     assert built.rollout_a in page.tab.inner_text("#sql-result")
     page.shot("sql")
+    page.tab.click("#sql-link")
+    page.tab.wait_for_url("**/sql?q=SELECT**")
+    assert built.rollout_a in page.tab.inner_text("#sql-result")
     for q in ("DELETE FROM rollout_runs", "UPDATE rollout_runs SET status = 'x'", "DROP TABLE tool_calls",
               "INSERT INTO nodes(node_id, url) VALUES ('x', 'y')", "ATTACH DATABASE '/tmp/x.db' AS x",
               "PRAGMA user_version = 7", "SELECT 1; DELETE FROM tool_calls"):

@@ -19,6 +19,7 @@ from ...rollout.store import get_run, summarize
 from ...runfiles import effective_status
 from ..errors import BadParameter, NotFound
 from ..render import message_parts, pretty_json, result_parts
+from . import like_pattern
 from .tools import audit_rows
 
 __all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare", "live_counts", "load_run",
@@ -136,9 +137,8 @@ def task_page(session: Session, run: RolloutRun, *, sort: str = "task", desc: bo
         raise BadParameter(f"per must be one of {', '.join(map(str, PER_PAGE))}, got {per}")
     where = [A.run_id == run.id, newest()]
     if q:
-        like = f"%{q}%"
-        where.append(or_(A.task_id.ilike(like), A.question.ilike(like), A.prediction.ilike(like),
-                         A.error.ilike(like)))
+        like = like_pattern(q)
+        where.append(or_(*[c.ilike(like, escape="\\") for c in (A.task_id, A.question, A.prediction, A.error)]))
     grouped = select(A.task_id.label("task_id"), *[v.label(f"k_{k}") for k, v in SORT_KEYS.items() if k != "task"],
                      func.count().label("samples")).where(*where).group_by(A.task_id)
     if outcome:

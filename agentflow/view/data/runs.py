@@ -13,6 +13,7 @@ from ...db.synthesis import SynthesisRun
 from ...runfiles import effective_status
 from ...synthesis.store import report as synthesis_report
 from ..errors import BadParameter
+from . import like_pattern
 from .rollout import live_counts, run_summary
 
 __all__ = ["KINDS", "STATUSES", "RunRow", "benchmarks", "list_runs", "progress"]
@@ -84,9 +85,9 @@ def _filtered(model, status: str, q: str, benchmark: str):
     elif status:
         stmt = stmt.where(model.status == status)
     if q:
-        like = f"%{q}%"
+        like = like_pattern(q)
         fields = [model.id, model.model_name] + ([model.benchmark_name] if model is RolloutRun else [])
-        stmt = stmt.where(or_(*[f.ilike(like) for f in fields]))
+        stmt = stmt.where(or_(*[f.ilike(like, escape="\\") for f in fields]))
     if benchmark and model is RolloutRun:
         stmt = stmt.where(RolloutRun.benchmark_name == benchmark)
     return stmt.order_by(model.created_at.desc())

@@ -1,20 +1,27 @@
 """The read-only SQL page, with example queries one click away."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 
 from ..db import engine, get_session
 from ..examples import example_queries
-from ..sql import QueryError, QueryRefused, run_query
+from ..errors import BadParameter
+from ..sql import MAX_QUERY_CHARS, QueryError, QueryRefused, run_query
 from . import str_arg
 
 bp = Blueprint("sql", __name__)
 
 
-@bp.get("/sql")
+@bp.route("/sql", methods=["GET", "POST"])
 def index():
-    """``?q=SELECT …``: a GET, so a query is a link a colleague can open."""
-    q = str_arg("q", max_chars=20_000)
+    """``?q=SELECT …``, so a query is a link a colleague can open; the form posts (a long
+    query may not fit in a URL) and the result links its GET form."""
+    if request.method == "POST":
+        q = request.form.get("q", "").strip()
+        if len(q) > MAX_QUERY_CHARS:
+            raise BadParameter(f"q is {len(q)} characters long; at most {MAX_QUERY_CHARS}")
+    else:
+        q = str_arg("q", max_chars=MAX_QUERY_CHARS)
     result = error = None
     refused = False
     status = 200
