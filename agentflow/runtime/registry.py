@@ -8,7 +8,7 @@ import re
 import threading
 import time
 
-from ..config import ServerConfig
+from ..config import RESOURCE_ALIASES, ServerConfig
 from ..tools import BACKENDS, DEFAULT_RESOURCES, UnknownResource, backend_class
 from ..tools.base import Backend, BackendConfigError, BackendContext, ToolSpec
 from .errors import BackendUnavailable, ParameterError, ToolNotFound
@@ -61,6 +61,12 @@ class ToolRegistry:
                     self._aliases[f"{spec.resource_type}{sep}{spec.name}".lower()] = spec
         for spec in self.specs.values():  # names with other characters (mcp:srv.tool) as /tools?format=openai gives them
             self._aliases.setdefault(openai_name(spec).lower(), spec)
+        # the resource names AgentFlow's reference configs use for ours (sql:execute → text2sql:execute)
+        for spec in self.specs.values():
+            for other, ours in RESOURCE_ALIASES.items():
+                if ours == spec.resource_type and other not in self.backends:
+                    for sep in _SEPARATORS:
+                        self._aliases.setdefault(f"{other}{sep}{spec.name}".lower(), spec)
         self._warm_failures: dict[str, tuple[float, str]] = {}
         self._warm_lock = threading.Lock()
 
@@ -73,6 +79,12 @@ class ToolRegistry:
             hint = f"; did you mean {', '.join(names)}?" if names else "; GET /tools lists the tools"
             raise ToolNotFound(f"tool '{action}' not found{hint}", {"suggestions": names})
         return spec
+
+    @staticmethod
+    def canonical_resource(resource_type: str) -> str:
+        """Our name for a resource type of AgentFlow's reference configs (``sql`` →
+        ``text2sql``); other names unchanged."""
+        return RESOURCE_ALIASES.get(resource_type, resource_type) if isinstance(resource_type, str) else resource_type
 
     def backend(self, resource_type: str) -> Backend:
         try:

@@ -54,8 +54,9 @@ class HTTPClientConfig:
     """Settings of :class:`HTTPServiceClient`.
 
     Args:
-        base_url: Server URL (``http://host:port``, optionally with a path prefix
-            such as ``/api/v1``).
+        base_url: Server URL (``http://host:port``, optionally with a reverse proxy's
+            path prefix; not ``/api/v1``, where the server speaks the AgentFlow
+            reference's protocol instead of this client's).
         timeout: Seconds to wait for a response (read timeout). A call with a larger
             tool ``timeout`` waits for that plus a margin.
         max_retries: Retries after the first attempt, for connection errors, dropped

@@ -9,7 +9,7 @@ from flask import Flask
 
 from ..config import ServerConfig, load_server_config
 from ..runtime import Runtime
-from . import errors, middleware
+from . import errors, middleware, reference
 from . import mcp_endpoint
 from .api import BLUEPRINTS
 
@@ -39,7 +39,8 @@ def create_app(config: ServerConfig | None = None, *, migrate: bool = True, back
     mcp_endpoint.init_app(app)  # /mcp: the tools over MCP Streamable HTTP
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
-        app.register_blueprint(bp, url_prefix="/api/v1" + (bp.url_prefix or ""), name=f"v1_{bp.name}")
+    for bp in reference.BLUEPRINTS:  # /api/v1: the AgentFlow reference's protocol (agentflow.server.reference)
+        app.register_blueprint(bp)
     if background:
         from .gunicorn_app import leave_when_orphaned
 

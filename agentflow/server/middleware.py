@@ -14,7 +14,7 @@ from .envelope import check_request_id, json_response, request_id, runtime
 from .errors import api_error_response
 from .guard import HostPolicy, check_request
 
-_OPEN_ENDPOINTS = {"admin.health", "v1_admin.health"}
+_OPEN_ENDPOINTS = {"admin.health"}
 
 
 def authenticated() -> bool:
@@ -43,11 +43,13 @@ def init_app(app: Flask) -> None:
                                "(the token set by AGENTFLOW_API_TOKEN or server.auth_token)")
 
 
-def idempotent(endpoint: str, wait_limit: float = 900.0):
+def idempotent(endpoint: str, wait_limit: float = 900.0, replay_status=None):
     """Answer a retried POST (same ``X-Request-ID``) with the stored response.
 
     The view returns ``(body, status)``; a view that stores the answer itself (inside
-    the transaction of its audit row) sets ``g.answer_stored``.
+    the transaction of its audit row) sets ``g.answer_stored``. ``replay_status(body,
+    stored_status)``, when given, is the HTTP status a replayed answer is sent with
+    (for answers stored with a status other than the one they were first sent with).
     """
 
     def wrap(view):
@@ -62,7 +64,8 @@ def idempotent(endpoint: str, wait_limit: float = 900.0):
             digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
             replay = log.begin(rid, endpoint, wait_limit, body_sha256=digest)
             if replay is not None:
-                return json_response(replay.body, replay.http_status)
+                status = replay_status(replay.body, replay.http_status) if replay_status else replay.http_status
+                return json_response(replay.body, status)
             g.idempotent = True
             try:
                 body, status = view(*args, **kwargs)

@@ -47,29 +47,30 @@ def _build() -> dict:
     rid_schema = {"type": "string", "minLength": 1, "maxLength": MAX_REQUEST_ID, "pattern": r"^[A-Za-z0-9._:@+/=-]+$"}
     header = {"name": "X-Request-ID", "in": "header", "required": False, "schema": rid_schema,
               "description": "Idempotency key: a retried request with the same id is answered, not rerun"}
-    for base in ("", "/api/v1"):
-        for path, (body, summary, errors) in _POSTS.items():
-            responses = {"200": {"description": "Envelope", **env}}
-            responses.update({c: {"description": _ERRORS[c], **env} for c in errors})
-            spec.path(path=base + path, operations={"post": {
-                "summary": summary, "parameters": [header],
-                "requestBody": {"required": body not in _OPTIONAL_BODIES, "content": {"application/json": {"schema": body}}},
-                "responses": responses}})
-        spec.path(path=base + "/tools", operations={"get": {
-            "summary": "List tools", "parameters": [
-                {"name": "include_hidden", "in": "query", "schema": {"type": "boolean"}},
-                {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["openai", "default"]}}],
-            "responses": {"200": {"description": "Envelope with data.tools", **env},
-                          "400": {"description": _ERRORS["400"], **env}, "401": {"description": _ERRORS["401"], **env}}}})
-        spec.path(path=base + "/warmup/status", operations={"get": {
-            "summary": "Warmup state of every backend",
-            "responses": {"200": {"description": "Envelope with data.backends", **env},
-                          "401": {"description": _ERRORS["401"], **env}}}})
-        spec.path(path=base + "/health", operations={"get": {
-            "summary": "Liveness", "security": [],
-            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": "Health"}}}}}})
-        spec.path(path=base + "/openapi.json", operations={"get": {
-            "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}})
+    # /api/v1 is not described here: it speaks the AgentFlow reference's protocol, not this
+    # envelope (agentflow.server.reference, docs/reference-compat.md)
+    for path, (body, summary, errors) in _POSTS.items():
+        responses = {"200": {"description": "Envelope", **env}}
+        responses.update({c: {"description": _ERRORS[c], **env} for c in errors})
+        spec.path(path=path, operations={"post": {
+            "summary": summary, "parameters": [header],
+            "requestBody": {"required": body not in _OPTIONAL_BODIES, "content": {"application/json": {"schema": body}}},
+            "responses": responses}})
+    spec.path(path="/tools", operations={"get": {
+        "summary": "List tools", "parameters": [
+            {"name": "include_hidden", "in": "query", "schema": {"type": "boolean"}},
+            {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["openai", "default"]}}],
+        "responses": {"200": {"description": "Envelope with data.tools", **env},
+                      "400": {"description": _ERRORS["400"], **env}, "401": {"description": _ERRORS["401"], **env}}}})
+    spec.path(path="/warmup/status", operations={"get": {
+        "summary": "Warmup state of every backend",
+        "responses": {"200": {"description": "Envelope with data.backends", **env},
+                      "401": {"description": _ERRORS["401"], **env}}}})
+    spec.path(path="/health", operations={"get": {
+        "summary": "Liveness", "security": [],
+        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": "Health"}}}}}})
+    spec.path(path="/openapi.json", operations={"get": {
+        "summary": "This document", "responses": {"200": {"description": "OpenAPI 3 document"}}}})
     doc = spec.to_dict()
     doc["security"] = [{"bearer": []}, {}]
     _add_guard_responses(doc)

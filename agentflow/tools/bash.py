@@ -54,7 +54,8 @@ class BashBackend(Backend):
     # -- the tool ----------------------------------------------------------------
     @tool(
         "run",
-        "Run a bash command in your workspace and return its stdout, stderr and exit code. "
+        "Run a bash command in your workspace and return its stdout, stderr and exit code "
+        "(exit_code, also as return_code). "
         "The working directory and exported variables persist between calls of your session; "
         "background jobs end with the command unless started with `setsid`. "
         "Output is cut at a size limit (the full size is reported).",
@@ -88,6 +89,8 @@ class BashBackend(Backend):
                             {"sandbox_failed": True}) from None
         result = {k: reply[k] for k in ("stdout", "stdout_bytes", "stdout_truncated", "stderr", "stderr_bytes",
                                         "stderr_truncated", "exit_code", "duration_ms", "signal") if k in reply}
+        if "exit_code" in result:
+            result["return_code"] = result["exit_code"]  # the name AgentFlow's reference callers read
         if restarted:
             result["sandbox_restarted"] = True  # working directory and exports were reset
         if reply.get("timed_out"):

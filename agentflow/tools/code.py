@@ -162,8 +162,9 @@ class CodeBackend(KernelBackend):
         "run",
         "Run Python code in your own persistent IPython kernel (working directory: your workspace). "
         "Variables, imports and functions persist between calls of your session. Returns stdout, "
-        "stderr, 'result' (the value of the last expression, like a notebook cell), the traceback "
-        "if the code raises, and matplotlib figures as base64 PNG images. Shell commands work with "
+        "stderr, 'result' (what a notebook cell shows: the value of the last expression, else the "
+        "printed output), 'value' (the last expression's value, or null), the traceback if the code "
+        "raises, and matplotlib figures as base64 PNG images. Shell commands work with "
         "'!cmd'. Output is cut at a size limit (the full size is reported).",
         {
             "properties": {

@@ -15,6 +15,9 @@ Config (``resources.doc.config`` or ``apis.doc``; the AgentFlow option names)::
 
 ``doc:read`` with a ``goal`` adds a model ``summary`` only when ``vlm_model`` and
 ``vlm_api_key`` are set; otherwise the goal is ignored and the result says so in ``note``.
+Its ``max_text_token`` and ``max_image_num`` parameters override the options of those
+names for one call: the text budget (in tokens of about 4 characters) and the number of
+figures and tables included (and of images sent to the model).
 """
 from __future__ import annotations
 
@@ -142,13 +145,20 @@ class DocBackend(Backend):
                 "section_ids": {"type": ["array", "string", "integer"], "items": {"type": ["string", "integer"]},
                                 "description": "Section ids to read, e.g. [\"3\", \"4\"]."},
                 "goal": {"type": "string", "description": "What you want to learn from these sections."},
+                "max_image_num": {"type": "integer", "minimum": 0,
+                                  "description": "Most figures and tables to include (and images to send to "
+                                                 "the model with 'goal'); default: the server's max_image_num."},
+                "max_text_token": {"type": "integer", "minimum": 1,
+                                   "description": "Most section text to return, in tokens of about 4 characters "
+                                                  "(default: the server's max_text_token, 20000)."},
             },
             "required": ["section_ids"],
         },
         default_timeout=60,
         max_timeout=900,
     )
-    def read(self, ctx: ToolContext, section_ids, seed_path: str | None = None, goal: str | None = None) -> dict:
+    def read(self, ctx: ToolContext, section_ids, seed_path: str | None = None, goal: str | None = None,
+             max_image_num: int | None = None, max_text_token: int | None = None) -> dict:
         ids = [section_ids] if isinstance(section_ids, (str, int)) else list(section_ids)
         ids = [str(i).strip() for i in ids if str(i).strip()]
         if not ids:
@@ -160,25 +170,37 @@ class DocBackend(Backend):
             listing = ", ".join(valid[:60]) + (" …" if len(valid) > 60 else "")
             raise ParamError("section_ids", f"no section {', '.join(repr(u) for u in unknown)} in '{shown}'; "
                                             f"section ids are: {listing}")
-        budget = min(int(self.config.get("max_text_token") or 20000) * _CHARS_PER_TOKEN,
-                     max(1000, ctx.max_output_bytes - 2000))
-        out, truncated = [], False
+        text_tokens = max_text_token or int(self.config.get("max_text_token") or 20000)
+        budget = min(text_tokens * _CHARS_PER_TOKEN, max(1000, ctx.max_output_bytes - 2000))
+        visuals = max_image_num if max_image_num is not None else self.config.get("max_image_num")
+        room = visuals  # None: every figure and table
+        out, truncated, omitted = [], False, 0
         for sid in dict.fromkeys(ids):
             s = doc.section(sid)
             text = s.text
             if len(text) > budget:
                 text, truncated = text[:budget] + f"\n… [section cut: {len(s.text)} chars in full]", True
             budget = max(0, budget - len(text))
+            figures = [self._figure(f) for f in s.figures]
+            tables = [{k: (self._display(v) if k == "file" else v) for k, v in t.items() if k != "text"}
+                      for t in s.tables]
+            if room is not None:
+                kept_figures, kept_tables = figures[:room], tables[:max(0, room - len(figures))]
+                omitted += len(figures) + len(tables) - len(kept_figures) - len(kept_tables)
+                room -= len(kept_figures) + len(kept_tables)
+                figures, tables = kept_figures, kept_tables
             out.append({"section_id": s.id, "title": s.title, **_pages(s), "text": text,
-                        "figures": [self._figure(f) for f in s.figures],
-                        "tables": [{k: (self._display(v) if k == "file" else v) for k, v in t.items() if k != "text"}
-                                   for t in s.tables]})
+                        "figures": figures, "tables": tables})
         result: dict = {"seed_path": shown, "title": doc.title, "sections": out}
         if truncated:
             result["truncated"] = True
+        if omitted:
+            result["visuals_omitted"] = omitted  # figures and tables past max_image_num
         if goal and goal.strip():
             if self.model_configured:
-                result.update(self._summarise(goal.strip(), doc, [doc.section(i) for i in dict.fromkeys(ids)], ctx))
+                images = visuals if visuals is not None else 10
+                result.update(self._summarise(goal.strip(), doc, [doc.section(i) for i in dict.fromkeys(ids)], ctx,
+                                              max_images=images, text_tokens=text_tokens))
             else:
                 result["note"] = ("goal ignored: no model is configured for the doc tools (set vlm_model and "
                                   "vlm_api_key in the server config); the full section text is returned")
@@ -223,17 +245,18 @@ class DocBackend(Backend):
     def _figure(self, fig: dict) -> dict:
         return {k: (self._display(v) if k == "file" else v) for k, v in fig.items() if v not in ("", None)}
 
-    def _summarise(self, goal: str, doc: Document, sections: list[Section], ctx: ToolContext) -> dict:
+    def _summarise(self, goal: str, doc: Document, sections: list[Section], ctx: ToolContext, *,
+                   max_images: int, text_tokens: int) -> dict:
         from openai import OpenAI, OpenAIError
 
         text = "\n\n".join(f"## [{s.id}] {s.title}\n{s.text}" for s in sections)
-        text = text[: int(self.config.get("max_text_token") or 20000) * _CHARS_PER_TOKEN]
+        text = text[: text_tokens * _CHARS_PER_TOKEN]
         prompt = (f"Document: {doc.title}\nGoal: {goal}\n\nUsing only the sections below (and their figures), "
                   f"extract the information relevant to the goal. Cite section ids.\n\n{text}")
         content: list[dict] = [{"type": "text", "text": prompt}]
         images = [f["file"] for s in sections for f in s.figures
                   if f.get("file") and f["file"].suffix.lower() in (".png", ".jpg", ".jpeg")]
-        for img in images[: int(self.config.get("max_image_num", 10))]:
+        for img in images[:max_images]:
             mime = "image/png" if img.suffix.lower() == ".png" else "image/jpeg"
             data = base64.b64encode(img.read_bytes()).decode()
             content.append({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}})
@@ -249,7 +272,7 @@ class DocBackend(Backend):
             log.warning("doc:read summary failed: %s", err)
             return {"summary": None, "summary_error": f"{type(err).__name__}: {err}"}
         return {"summary": reply.choices[0].message.content, "summary_model": self.config["vlm_model"],
-                "images_sent": min(len(images), int(self.config.get("max_image_num", 10)))}
+                "images_sent": min(len(images), max_images)}
 
 
 def _cache_key(path: Path) -> tuple:

@@ -12,6 +12,13 @@ each root.
   ``pandas as pd`` and ``numpy as np`` imported. Its working directory is a copy of the
   data folder inside the session workspace, so code may write files next to the data
   without changing the shipped seeds (folders over ``copy_limit_mb`` are used in place).
+  ``return_vars`` names variables to show after the code ran (``variables``, and
+  appended to ``result``).
+
+``enable_llm_summary`` (AgentFlow's option) adds a model ``summary`` of an inspection, and
+of a ``run_python`` result longer than ``ds_summary_max_chars``, when ``summary_model``
+and ``openai_api_key`` are configured; without them the answer carries a ``note`` saying
+that no summary was made.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ import csv
 import hashlib
 import importlib.metadata
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -51,6 +59,33 @@ def _pandas_major() -> int:
 _STR_DTYPE = "str" if _pandas_major() >= 3 else "object"
 _LLM_KEYS = {"enable_llm_summary", "summary_model", "openai_api_key", "openai_api_url",
              "llm_summary_temperature", "llm_summary_max_tokens"}
+_VAR_NAME = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 100}
+_MAX_VAR_CHARS = 4000
+_SUMMARY_MAX_CHARS = 12000
+# Prints the named variables of the session kernel as one JSON line (names are
+# identifiers, checked by the tool's schema, and passed as a list literal).
+_INSPECT = '''\
+def _af_show(names, limit):
+    import json
+    shown, missing = {}, []
+    space = globals()
+    for name in names:
+        if name not in space:
+            missing.append(name)
+            continue
+        value = space[name]
+        try:
+            if hasattr(value, "head") and hasattr(value, "shape"):
+                text = f"{name} ({type(value).__name__}, shape={value.shape}):\\n{value.head(5).to_string()}"
+            else:
+                text = f"{name} = {value!r}"
+        except Exception as err:
+            text = f"{name}: cannot be shown ({type(err).__name__}: {err})"
+        shown[name] = text if len(text) <= limit else text[:limit] + " ..."
+    print(json.dumps({"variables": shown, "missing": missing}))
+_af_show(%r, %d)
+del _af_show
+'''
 
 
 class DsBackend(KernelBackend):
@@ -70,12 +105,53 @@ class DsBackend(KernelBackend):
             self.content_limit = int(cfg.get("content_limit", cfg.get("ds_summary_max_chars", 0)) or 0)
             self.copy_data = bool(cfg.get("copy_data", True))
             self.copy_limit = int(cfg.get("copy_limit_mb", 256)) << 20
+            self.summary_max_chars = int(cfg.get("ds_summary_max_chars") or _SUMMARY_MAX_CHARS)
+            self.summary_temperature = float(cfg.get("llm_summary_temperature", 0.3))
+            self.summary_max_tokens = int(cfg.get("llm_summary_max_tokens", 2000))
         except (TypeError, ValueError) as err:
             raise BackendConfigError(f"resource 'ds': {err}") from None
-        if cfg.get("enable_llm_summary"):
-            raise BackendConfigError(
-                "resource 'ds': enable_llm_summary is not supported by this server yet; set it to false "
-                "(inspect_data returns the column types and first rows instead of a model summary)")
+        from ..config import ConfigError, as_bool
+
+        try:
+            self.llm_summary = as_bool(cfg.get("enable_llm_summary", False), "resource 'ds': enable_llm_summary")
+        except ConfigError as err:
+            raise BackendConfigError(str(err)) from None
+        self.summary_model = str(cfg.get("summary_model") or "")
+        self.summary_key = str(cfg.get("openai_api_key") or "")
+        self.summary_url = str(cfg.get("openai_api_url") or "") or None
+
+    @property
+    def model_configured(self) -> bool:
+        """Whether ``enable_llm_summary`` can summarise: a model name and an API key."""
+        return bool(self.summary_model and self.summary_key)
+
+    def _summarise(self, ctx: ToolContext, text: str, goal: str) -> dict:
+        """``{summary, summary_model}`` from the configured model, or the reason there is
+        none (``note``, or ``summary_error`` when the model call failed)."""
+        if not self.model_configured:
+            missing = " and ".join(k for k, v in (("summary_model", self.summary_model),
+                                                  ("openai_api_key", self.summary_key)) if not v)
+            return {"note": f"enable_llm_summary is on but no summary model is configured for ds (set {missing} "
+                            "in the server config): no summary was made; the full output is returned"}
+        import openai
+
+        if self.content_limit:
+            text = text[: self.content_limit]
+        client = openai.OpenAI(api_key=self.summary_key, base_url=self.summary_url,
+                               timeout=max(1.0, ctx.remaining), max_retries=1)
+        prompt = (f"Task: {goal}\nKeep every number, identifier and computed result exactly as written, add "
+                  f"nothing that is not in the output, and answer with the summary only.\n\nOutput:\n{text}")
+        try:
+            reply = client.chat.completions.create(
+                model=self.summary_model, messages=[{"role": "user", "content": prompt}],
+                temperature=self.summary_temperature, max_tokens=self.summary_max_tokens)
+            content = reply.choices[0].message.content if reply.choices else None
+        except openai.OpenAIError as err:
+            return {"summary": None, "summary_error": f"summary model {self.summary_model}: "
+                                                      f"{type(err).__name__}: {err}"}
+        if not content:
+            return {"summary": None, "summary_error": f"summary model {self.summary_model} gave an empty answer"}
+        return {"summary": content.strip(), "summary_model": self.summary_model}
 
     def _cap(self, ctx: ToolContext) -> int:
         return min(ctx.max_output_bytes, self.content_limit) if self.content_limit else ctx.max_output_bytes
@@ -118,8 +194,13 @@ class DsBackend(KernelBackend):
             out.append(info)
         if not files:
             raise ToolError(f"no CSV files in '{seed_path}'", {"seed_path": seed_path, "files": []})
-        return {"seed_path": seed_path, "files": out, "total_files": len(files),
-                "truncated": len(out) < len(files)}
+        result = {"seed_path": seed_path, "files": out, "total_files": len(files),
+                  "truncated": len(out) < len(files)}
+        if self.llm_summary:
+            result.update(self._summarise(ctx, json.dumps(out, ensure_ascii=False, default=str),
+                                          "Summarise this inspection of a folder of CSV files: the files, their "
+                                          "columns and types, and anything notable in the first rows."))
+        return result
 
     @tool(
         "read_csv",
@@ -164,12 +245,16 @@ class DsBackend(KernelBackend):
         "Run Python code for data analysis in your session's persistent IPython kernel. pandas (pd) "
         "and numpy (np) are imported; the working directory is the data folder, so "
         "pd.read_csv('sales.csv') works. Variables persist between calls. Returns stdout, stderr, "
-        "'result' (the value of the last expression), the traceback on error and matplotlib "
-        "figures as base64 PNG. Print or end with the values you need.",
+        "'result' (the value of the last expression, else what the code printed), the traceback on "
+        "error and matplotlib figures as base64 PNG. Print or end with the values you need; "
+        "'return_vars' shows named variables after the run.",
         {
             "properties": {
                 "seed_path": _SEED_PATH,
                 "code": {"type": "string", "minLength": 1, "description": "Python source to run."},
+                "return_vars": {"type": "array", "items": _VAR_NAME, "maxItems": 20,
+                                "description": "Names of variables to show after the code ran (a DataFrame "
+                                               "shows its shape and first rows)."},
                 "timeout": {"type": "number", "exclusiveMinimum": 0,
                             "description": "Seconds before the code is interrupted (default 120)."},
             },
@@ -178,13 +263,36 @@ class DsBackend(KernelBackend):
         default_timeout=120,
         max_timeout=3600,
     )
-    def run_python(self, ctx: ToolContext, seed_path: str, code: str) -> dict:
+    def run_python(self, ctx: ToolContext, seed_path: str, code: str, return_vars: list[str] | None = None) -> dict:
         folder = self._folder(self._seed(seed_path))
         workdir = self._workdir(ctx.session, folder)
         setup = f"import os as _af_os; _af_os.chdir({str(workdir)!r}); del _af_os"
         data = self.run_code(ctx, code, setup=setup)
         data["working_dir"] = seed_path if workdir == folder else f"session copy of {seed_path}"
+        if return_vars:
+            data.update(self._show_vars(ctx, list(dict.fromkeys(return_vars))))
+            shown = "\n".join([*data["variables"].values(),
+                               *([f"not defined: {', '.join(data['missing_variables'])}"]
+                                 if data.get("missing_variables") else [])])
+            if shown:
+                data["result"] = f"{data['result'].rstrip()}\n\n{shown}" if data["result"].strip() else shown
+        if self.llm_summary and len(data["result"]) > self.summary_max_chars:
+            data.update(self._summarise(ctx, data["result"], "Summarise this output of a Python data analysis, "
+                                                              "keeping the computed numbers and conclusions."))
         return data
+
+    def _show_vars(self, ctx: ToolContext, names: list[str]) -> dict:
+        """``variables`` (name → text) and ``missing_variables`` of the session kernel."""
+        try:
+            shown = self.run_code(ctx, _INSPECT % (names, _MAX_VAR_CHARS))
+            found = json.loads(shown["stdout"].strip().splitlines()[-1])
+        except (ToolError, ValueError, IndexError) as err:
+            reason = err.message if isinstance(err, ToolError) else "unreadable answer"
+            return {"variables": {}, "variables_error": f"the variables could not be shown: {reason}"}
+        out = {"variables": found["variables"]}
+        if found["missing"]:
+            out["missing_variables"] = found["missing"]
+        return out
 
     def _workdir(self, session: SessionInfo, folder: Path) -> Path:
         """A private copy of the data folder in the workspace (made once per session, by

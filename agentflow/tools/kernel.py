@@ -106,16 +106,27 @@ class ExecResult:
         (self.stderr if name == "stderr" else self.stdout).append(text)
 
     def to_data(self, max_output_bytes: int, max_images: int) -> dict:
-        """The JSON answer of a tool: text capped at ``max_output_bytes`` each."""
+        """The JSON answer of a tool: text capped at ``max_output_bytes`` each.
+
+        ``value`` is the last expression's value (None when the code ends in a
+        statement); ``result`` is what a notebook cell shows a reader: that value, or
+        else the printed output, followed by the traceback when the code raised.
+        """
         data: dict = {}
         for name, chunks in (("stdout", self.stdout), ("stderr", self.stderr)):
             data.update(cap_text(name, "".join(chunks), max_output_bytes))
             if self.stream_bytes[name] > data[f"{name}_bytes"]:  # dropped while streaming
                 data[f"{name}_bytes"], data[f"{name}_truncated"] = self.stream_bytes[name], True
         if self.result is not None:
-            data.update(cap_text("result", self.result, max_output_bytes))
+            data.update(cap_text("value", self.result, max_output_bytes))
+            shown = self.result
         else:
-            data["result"] = None
+            data["value"] = None
+            shown = "".join(self.stdout)
+            if self.error is not None:
+                trace = self.error.get("traceback") or f"{self.error.get('ename', '')}: {self.error.get('evalue', '')}"
+                shown = (shown + ("\n" if shown and not shown.endswith("\n") else "") + trace) if shown else trace
+        data.update(cap_text("result", shown, max_output_bytes))
         if self.displays:
             data["display"] = [cap_text("text", d, max_output_bytes)["text"] for d in self.displays]
         data["images"] = self.images[:max_images]

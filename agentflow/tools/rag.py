@@ -15,8 +15,13 @@ Options (``resources.rag.config``):
 - ``index_dir``: where index files go (default ``<data_dir>/rag``).
 
 AgentFlow's dense-retrieval options (``model_name``, ``index_path``, ``device``,
-``batcher_*``) are recognised and refused with a clear message: dense re-ranking is not
-built yet.
+``batcher_*``) are accepted so that its ``rag_config.json`` starts, but retrieval stays
+BM25: no embedding model ships with AgentFlow and none is downloaded. Warmup, the warmup
+status and ``rag:stats`` say so (``retrieval``, ``dense_options_ignored``, ``note``).
+
+``rag:search`` answers ``hits`` (id, title, text, score, rank) and ``context``, the same
+passages as one text for a model's prompt; ``rag:batch_search`` gives ``contexts``, one
+such text per query.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from typing import Iterator
 from ._fts import FtsIndex, IndexInterrupted, build_index, file_fingerprint, match_query
 from .base import Backend, BackendConfigError, BackendNotReady, ParamError, ToolContext, ToolError, ToolTimeout, tool
 
-__all__ = ["RagBackend", "read_corpus", "shipped_path"]
+__all__ = ["RagBackend", "context_text", "read_corpus", "shipped_path"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,22 @@ def _fit_hits(hits: list[dict], budget: int) -> bool:
     return True
 
 
+def context_text(hits: list[dict]) -> str:
+    """The passages of ``hits`` as one text for a prompt: ``[rank] title`` over each
+    passage's text, blank lines between passages ("" when there are none)."""
+    return "\n\n".join(f"[{h['rank']}] {h['title']}\n{h['text']}" if h.get("title") else
+                       f"[{h['rank']}]\n{h['text']}" for h in hits)
+
+
+def _fit_text(text: str, budget: int) -> str:
+    """``text`` cut (with "…") so that its JSON encoding takes at most about ``budget`` bytes."""
+    size = len(json.dumps(text).encode())
+    if size <= budget:
+        return text
+    keep = max(0, int(len(text) * max(budget - 8, 0) / size))
+    return text[:keep] + "…"
+
+
 class RagBackend(Backend):
     """BM25 passage retrieval (sqlite FTS5) over a JSONL corpus."""
 
@@ -114,12 +135,9 @@ class RagBackend(Backend):
 
     def check_config(self) -> None:
         super().check_config()
-        dense = sorted(k for k in _DENSE_KEYS if k in self.config)
-        if dense:
-            raise BackendConfigError(
-                f"resource 'rag': option(s) {', '.join(dense)} configure dense (embedding) retrieval, "
-                "which this server does not have; remove them to use BM25 over 'corpus_path'"
-            )
+        self.dense_ignored = sorted(k for k in _DENSE_KEYS if k in self.config)
+        if self.dense_ignored:
+            log.warning("rag: %s", self._dense_note())
         self.max_top_k = _positive_int(self.config, "max_top_k", 100)
         self.default_top_k = min(_positive_int(self.config, "default_top_k", 5), self.max_top_k)
         raw = self.config.get("corpus_path")
@@ -141,6 +159,18 @@ class RagBackend(Backend):
         self._built_here = False
         self._checked_at = 0.0
         self._swap_lock = threading.Lock()
+
+    def _dense_note(self) -> str:
+        return (f"dense-retrieval option(s) {', '.join(self.dense_ignored)} accepted but not used: this server "
+                "retrieves with BM25 over corpus_path (no embedding model ships with AgentFlow, and none is "
+                "downloaded)")
+
+    def status_info(self) -> dict:
+        """How this backend retrieves, for the warmup status and ``rag:stats``."""
+        info: dict = {"retrieval": "bm25"}
+        if self.dense_ignored:
+            info.update(dense_options_ignored=self.dense_ignored, note=self._dense_note())
+        return info
 
     # -- index lifecycle -----------------------------------------------------------
     def _index_path(self, fingerprint: str) -> Path:
@@ -166,12 +196,12 @@ class RagBackend(Backend):
                         stale.unlink()
         log.info("rag index %s (%s passages, %s)", path, self._index.count(), "built" if built else "cached")
         return {"passages": self._index.count(), "index_path": str(path), "built": built,
-                "build_seconds": self._index.meta.get("build_seconds")}
+                "build_seconds": self._index.meta.get("build_seconds"), **self.status_info()}
 
     def warmup(self) -> dict:
         with self._swap_lock:
             if self._index is not None:
-                return {"passages": self._index.count()}
+                return {"passages": self._index.count(), **self.status_info()}
             return self._load()
 
     def _current(self) -> FtsIndex:
@@ -218,8 +248,9 @@ class RagBackend(Backend):
 
     @tool(
         "search",
-        "Search the document corpus with BM25 and return the best passages (id, title, text, score). "
-        "Use specific keywords; several differently worded searches often find more.",
+        "Search the document corpus with BM25 and return the best passages (id, title, text, score), "
+        "and in 'context' the same passages as one text. Use specific keywords; several differently "
+        "worded searches often find more.",
         {"properties": {"query": _QUERY_SCHEMA,
                         "top_k": {"type": "integer", "minimum": 1, "maximum": 1000,
                                   "description": "How many passages to return (default 5)."}},
@@ -229,8 +260,11 @@ class RagBackend(Backend):
     def search(self, ctx: ToolContext, query: str, top_k: int | None = None) -> dict:
         k = self._top_k(top_k)
         hits = self._search(ctx, query, k, "query")
-        truncated = _fit_hits(hits, ctx.max_output_bytes - 200)
-        return {"query": query, "top_k": k, "hits": hits, "truncated": truncated}
+        # half of the output limit each for the hits and for the same passages in 'context'
+        budget = ctx.max_output_bytes - 300
+        truncated = _fit_hits(hits, budget // 2)
+        context = _fit_text(context_text(hits), budget - len(json.dumps(hits).encode()))
+        return {"query": query, "top_k": k, "hits": hits, "context": context, "truncated": truncated}
 
     @tool(
         "batch_search",
@@ -247,11 +281,13 @@ class RagBackend(Backend):
             if match_query(query) is None:
                 raise ParamError(f"queries[{i}]", "must contain at least one word to search for")
         results = [{"query": q, "hits": self._search(ctx, q, k, f"queries[{i}]")} for i, q in enumerate(queries)]
-        budget = (ctx.max_output_bytes - 200) // len(results)
+        budget = (ctx.max_output_bytes - 300) // (2 * len(results))  # hits and contexts: half each
         truncated = False
         for result in results:
             truncated = _fit_hits(result["hits"], budget) or truncated
-        return {"top_k": k, "results": results, "truncated": truncated}
+        contexts = [_fit_text(context_text(r["hits"]), 2 * budget - len(json.dumps(r["hits"]).encode()))
+                    for r in results]
+        return {"top_k": k, "results": results, "contexts": contexts, "truncated": truncated}
 
     @tool("stats", "Describe the corpus: number of passages, where it comes from, how it is indexed.",
           default_timeout=10.0)
@@ -269,4 +305,5 @@ class RagBackend(Backend):
             "built_at": index.meta.get("built_at"),
             "default_top_k": self.default_top_k,
             "max_top_k": self.max_top_k,
+            **self.status_info(),
         }

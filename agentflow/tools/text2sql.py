@@ -191,18 +191,25 @@ class Text2SQLBackend(Backend):
         "get_schema",
         "Show the schema of a database: for each table its columns (name, type, primary key, "
         "nullability), foreign keys, row count, CREATE statement and a few sample rows. "
-        "Give 'tables' to see only some tables.",
+        "Give 'tables' (or 'table_names') to see only some tables.",
         {
             "properties": {
                 "db_id": _DB_ID,
                 "tables": {"type": "array", "items": {"type": "string"},
                            "description": "Only these tables or views (default: all)."},
+                "table_names": {"type": "array", "items": {"type": "string"},
+                                "description": "Same as 'tables' (AgentFlow's name for it)."},
             },
             "required": ["db_id"],
         },
         default_timeout=15,
     )
-    def get_schema(self, ctx: ToolContext, db_id: str, tables: list[str] | None = None) -> dict:
+    def get_schema(self, ctx: ToolContext, db_id: str, tables: list[str] | None = None,
+                   table_names: list[str] | None = None) -> dict:
+        if tables and table_names and [t.lower() for t in tables] != [t.lower() for t in table_names]:
+            raise ParamError("table_names", "give either 'tables' or 'table_names' (the same list), not two lists")
+        tables = tables or table_names
+        param = "tables" if tables is not None and table_names is None else "table_names"
         with self._connect(db_id, ctx) as con:
             objects = {r[0]: (r[1], r[2]) for r in con.execute(
                 "SELECT name, type, sql FROM sqlite_master WHERE type IN ('table', 'view') "
@@ -211,13 +218,13 @@ class Text2SQLBackend(Backend):
                 lookup = {name.lower(): name for name in objects}
                 missing = [t for t in tables if t.lower() not in lookup]
                 if missing:
-                    raise ParamError("tables", f"no such table(s) in '{db_id}': {', '.join(missing)}; "
-                                               f"tables: {', '.join(objects)}")
+                    raise ParamError(param, f"no such table(s) in '{db_id}': {', '.join(missing)}; "
+                                            f"tables: {', '.join(objects)}")
                 names = [lookup[t.lower()] for t in tables]
             else:
                 names = list(objects)
             out = [self._describe(con, name, *objects[name]) for name in names]
-        return {"db_id": db_id, "tables": out}
+        return {"db_id": db_id, "tables": out, "schema": compact_schema(out)}
 
     @tool(
         "execute",
@@ -338,6 +345,17 @@ class Text2SQLBackend(Backend):
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")]
             message += f" (tables: {', '.join(data['tables'])})"
         raise ToolError(f"SQL error: {message}", data) from None
+
+
+def compact_schema(tables: list[dict]) -> dict:
+    """The tables of :meth:`Text2SQLBackend.get_schema` keyed by name, each with only its
+    columns (``name``, ``type``, ``pk``) and foreign keys (``from_col``, ``to_table``,
+    ``to_col``): the shape AgentFlow's reference callers read as ``schema``."""
+    return {t["name"]: {"columns": [{"name": c["name"], "type": c["type"], "pk": c["primary_key"]}
+                                    for c in t["columns"]],
+                        "foreign_keys": [{"from_col": f["column"], "to_table": f["references_table"],
+                                          "to_col": f["references_column"]} for f in t["foreign_keys"]]}
+            for t in tables}
 
 
 def _warm_virtual_tables(con: sqlite3.Connection, query: str) -> None:
@@ -470,4 +488,4 @@ def _fetch(cur: sqlite3.Cursor, count: int, max_bytes: int) -> tuple[list[list],
     return rows, False
 
 
-__all__ = ["Text2SQLBackend"]
+__all__ = ["Text2SQLBackend", "compact_schema"]

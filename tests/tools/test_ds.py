@@ -147,9 +147,13 @@ def test_folder_without_csv_is_tool_error(backend):
         backend.inspect_data(_ctx(), seed_path=str(empty))
 
 
-def test_reference_llm_summary_option_fails_clearly(tmp_path):
+def test_llm_summary_without_a_model_says_so(backend, tmp_path):
+    ds = DsBackend({"enable_llm_summary": True}, backend.context)
+    out = ds.inspect_data(_ctx(), seed_path="seeds/ds/bookshop")
+    assert out["files"] and "summary" not in out
+    assert "no summary model is configured" in out["note"] and "summary_model and openai_api_key" in out["note"]
     with pytest.raises(BackendConfigError, match="enable_llm_summary"):
-        DsBackend({"enable_llm_summary": True}, BackendContext(data_dir=tmp_path, roots=[tmp_path]))
+        DsBackend({"enable_llm_summary": "sometimes"}, BackendContext(data_dir=tmp_path, roots=[tmp_path]))
 
 
 # -- run_python in the session kernel --------------------------------------------------

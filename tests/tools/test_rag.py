@@ -168,8 +168,8 @@ def test_bad_corpus_line_names_the_line(tmp_path):
 def test_config_errors(tmp_path):
     with pytest.raises(BackendConfigError, match="corpus_path"):
         make(tmp_path, corpus_path=str(tmp_path / "missing.jsonl"))
-    with pytest.raises(BackendConfigError, match="model_name"):
-        make(tmp_path, model_name="e5-base", device="cpu")
+    dense = make(tmp_path, model_name="e5-base", device="cpu")  # accepted, not used: BM25 it is
+    assert dense.status_info()["dense_options_ignored"] == ["device", "model_name"]
     with pytest.raises(BackendConfigError, match="unknown option"):
         make(tmp_path, corpus="x")
     with pytest.raises(BackendConfigError, match="default_top_k"):
@@ -296,7 +296,7 @@ def test_shipped_config_loads():
 
 
 @pytest.mark.parametrize("root", REFERENCE_ROOTS, ids=root_id)
-def test_reference_rag_config_fails_with_a_clear_message(tmp_path, root):
+def test_reference_rag_config_starts_with_bm25(tmp_path, root):
     from agentflow.config import ConfigError, load_server_config
 
     REFERENCE = root / "configs" / "sandbox-server"
@@ -305,5 +305,8 @@ def test_reference_rag_config_fails_with_a_clear_message(tmp_path, root):
         load_server_config(REFERENCE / "rag_config.json", env={})
     env = {"RAG_EMBEDDING_MODEL_PATH": "e5", "RAG_INDEX_PATH": "faiss.index", "RAG_CORPUS_PATH": str(SHIPPED)}
     cfg = load_server_config(REFERENCE / "rag_config.json", env=env)
-    with pytest.raises(BackendConfigError, match="dense"):
-        make(tmp_path, **cfg.resources["rag"])
+    backend = make(tmp_path, **cfg.resources["rag"])
+    info = backend.status_info()
+    assert info["retrieval"] == "bm25" and "model_name" in info["dense_options_ignored"]
+    assert "BM25" in info["note"] and info == {k: v for k, v in backend.stats(ctx()).items() if k in info}
+    assert backend.search(ctx(), query="lru_cache")["hits"]

@@ -1,4 +1,4 @@
-"""Blueprints of the HTTP API, each served at the root and under ``/api/v1``."""
+"""Blueprints of our documented HTTP API (``/api/v1`` is :mod:`agentflow.server.reference`)."""
 from . import admin, execute, sessions, tools, warmup
 
 BLUEPRINTS = [execute.bp, sessions.bp, tools.bp, warmup.bp, admin.bp]

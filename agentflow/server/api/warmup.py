@@ -24,7 +24,18 @@ def warmup():
     return envelope({"results": results}, 0, "warmed up"), 200
 
 
+def backend_status() -> dict:
+    """Each backend's warmup state, with what the backend says of itself (e.g. rag's
+    ``retrieval``) when it has a ``status_info()``."""
+    rt = runtime()
+    backends = rt.warmup_status()
+    for name, entry in backends.items():
+        describe = getattr(rt.registry.backends.get(name), "status_info", None)
+        if callable(describe):
+            entry.update(describe())
+    return backends
+
+
 @bp.get("/status")
 def status():
-    rt = runtime()
-    return json_response(envelope({"backends": rt.warmup_status(), "isolation": rt.isolation_report()}))
+    return json_response(envelope({"backends": backend_status(), "isolation": runtime().isolation_report()}))

@@ -24,6 +24,10 @@ cached answers and the offline store but never calls out (a miss is an error),
 ``goal`` on ``web:visit`` adds a model summary when ``summary_model`` and
 ``openai_api_key`` are configured (and ``enable_llm_summary`` is not false). The option
 names of AgentFlow's ``apis.websearch`` section are accepted as they are.
+
+Both tools also answer ``result``: the same answer as one Markdown text for a model's
+prompt (search: title, URL and snippet of each result; visit: each page's summary, or
+its text when there is no summary), capped at the output limit like any other text.
 """
 from __future__ import annotations
 
@@ -77,6 +81,34 @@ def _key(provider: str, kind: str, request: dict) -> str:
 
 def _normalize_query(query: str) -> str:
     return re.sub(r"\s+", " ", query).strip().lower()
+
+
+def _cap(text: str, max_bytes: int) -> str:
+    raw = text.encode("utf-8")
+    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", "ignore") + " …"
+
+
+def search_text(search: dict) -> str:
+    """One search's results as Markdown: a numbered list of title, URL and snippet."""
+    head = f"## Search results for \"{search['query']}\""
+    if search.get("error"):
+        return f"{head}\nSearch failed: {search['error']}"
+    if not search["results"]:
+        return f"{head}\nNo results."
+    lines = [head]
+    for i, hit in enumerate(search["results"], 1):
+        lines.append(f"{i}. [{hit.get('title') or hit.get('url')}]({hit.get('url', '')})")
+        if hit.get("snippet"):
+            lines.append(f"   {hit['snippet']}")
+    return "\n".join(lines)
+
+
+def page_text(page: dict) -> str:
+    """One visited page as Markdown: its title and URL over its summary (or its text)."""
+    if page.get("error"):
+        return f"## {page['url']}\nCould not read this page: {page['error']}"
+    body = page.get("summary") or page.get("text") or "(the page has no text)"
+    return f"## {page.get('title') or page['url']}\nURL: {page['url']}\n\n{body}"
 
 
 class WebBackend(Backend):
@@ -258,7 +290,7 @@ class WebBackend(Backend):
     @tool(
         "search",
         "Search the web. Give one query or a list of up to 10 queries; each result has a title, URL and "
-        "snippet. Read promising pages with web:visit.",
+        "snippet ('result' lists them as one text). Read promising pages with web:visit.",
         {"properties": {"query": {**_STR_OR_LIST, "description": "A search query, or a list of queries."},
                         "top_k": {"type": "integer", "minimum": 1, "maximum": 20,
                                   "description": "Results per query (default 10)."}},
@@ -268,7 +300,8 @@ class WebBackend(Backend):
     def search(self, ctx: ToolContext, query, top_k: int | None = None) -> dict:
         k = top_k or self.max_results
         if isinstance(query, str):
-            return self._search_one(ctx, query, k, "query")
+            one = self._search_one(ctx, query, k, "query")
+            return {**one, "result": _cap(search_text(one), ctx.max_output_bytes)}
         for i, q in enumerate(query):
             if not _normalize_query(q):
                 raise ParamError(f"query[{i}]", "must not be blank")
@@ -283,7 +316,8 @@ class WebBackend(Backend):
                 searches.append({"query": q, "provider": self.search_provider, "results": [], "error": err.message})
         if errors == len(searches):
             raise ToolError(f"all {errors} searches failed: {searches[0]['error']}", {"searches": searches})
-        return {"provider": self.search_provider, "searches": searches}
+        text = "\n\n".join(search_text(one) for one in searches)
+        return {"provider": self.search_provider, "searches": searches, "result": _cap(text, ctx.max_output_bytes)}
 
     # -- visit -----------------------------------------------------------------------
     @staticmethod
@@ -387,10 +421,11 @@ class WebBackend(Backend):
                 page["text"] = text.encode()[:budget].decode("utf-8", "ignore") + " …"
             page["truncated"] = cut or len(text) < page.get("chars", 0)
             truncated = truncated or page["truncated"]
+        text = _cap("\n\n".join(page_text(page) for page in pages), ctx.max_output_bytes)
         if goal and not self.summaries:
             note = "no summary model is configured; the full text is returned"
-            return {"pages": pages, "goal": goal, "note": note, "truncated": truncated}
-        return {"pages": pages, "truncated": truncated}
+            return {"pages": pages, "goal": goal, "note": note, "truncated": truncated, "result": text}
+        return {"pages": pages, "truncated": truncated, "result": text}
 
     @tool("stats", "Describe the web backend: providers, cache mode and the offline store.", hidden=True)
     def stats(self, ctx: ToolContext) -> dict:
