@@ -5,7 +5,7 @@ import time
 from typing import Any, Mapping
 from urllib.parse import urlencode
 
-from flask import Flask, g, request, url_for
+from flask import Flask, current_app, g, request, url_for
 
 from . import db, errors, render
 from .errors import BadParameter
@@ -61,8 +61,6 @@ def _before():
 
 
 def _allowed_hosts():
-    from flask import current_app
-
     hosts = current_app.config["ALLOWED_HOSTS"]
     return None if hosts is None else {h.lower() for h in hosts}
 

@@ -2,8 +2,8 @@
 10,000-task one (``bigrun``), the real viewer (``agentflow view`` in a subprocess) on
 each, and headless Chromium through Playwright.
 
-Screenshots of every page go to ``$AGENTFLOW_TEST_ARTIFACTS/view`` (default: a
-``view-screenshots`` folder under pytest's base temp, printed at the end); with
+Screenshots of every page go to ``$AGENTFLOW_TEST_ARTIFACTS/view`` (default:
+``agentflow-view-screenshots`` in the system's temp folder; the path is printed at the end); with
 ``AGENTFLOW_UPDATE_SCREENSHOTS=1`` the README's are also written to ``docs/images/``.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from agentflow.tools.gui.chromium import find_chromium
+from tests.support.postgres import postgres_url  # noqa: F401 - a fixture (test_postgres.py)
 from tests.support.server import REPO, free_port
 
 from . import bigrun, scenario
@@ -103,12 +104,23 @@ def big(tmp_path_factory):
     v.stop()
 
 
+_SHOTS: list[Path] = []
+
+
 @pytest.fixture(scope="session")
-def shots(tmp_path_factory) -> Path:
+def shots() -> Path:
     root = os.environ.get("AGENTFLOW_TEST_ARTIFACTS")
-    folder = Path(root) / "view" if root else tmp_path_factory.getbasetemp() / "view-screenshots"
+    # the root conftest points TMPDIR at a folder removed after the run; PYTEST_DEBUG_TEMPROOT is the system's
+    folder = Path(root) / "view" if root else Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or "/tmp") / \
+        "agentflow-view-screenshots"
     folder.mkdir(parents=True, exist_ok=True)
+    _SHOTS.append(folder)
     return folder
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SHOTS:
+        terminalreporter.write_line(f"viewer screenshots: {_SHOTS[0]}")
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +183,3 @@ def big_page(browser, big, shots):
     yield p
     context.close()
     assert p.errors == [], p.errors
-
-
-from tests.support.postgres import postgres_url  # noqa: E402,F401 - a fixture (test_postgres.py)
