@@ -2,7 +2,8 @@
 
 :func:`build` runs ``agentflow demo`` (the real command, on a scripted model given by
 ``--base-url``), then, on a sandbox server over the same data folder, two rollouts of one
-benchmark (the first with 2 samples per task) whose tasks cover what a trajectory can
+benchmark (the first with 2 samples per task, the second resumed once, so one task has
+two attempts) whose tasks cover what a trajectory can
 hold — right and wrong answers, a failed tool call, an unknown tool, arguments that are
 not JSON, an image, hostile HTML, a task that runs out of turns — and a synthesis whose
 trees have duplicate-refused proposals, selected paths, and accepted and rejected QA.
@@ -173,8 +174,9 @@ def build(home: Path) -> Built:
             rollout({**common, "model_name": "model-a", "base_url": fake.base_url, "run_id": "view-a",
                      "n_samples": 2}, progress=False)
         with FakeOpenAI(agent_script("b")) as fake:
-            rollout({**common, "model_name": "model-b", "base_url": fake.base_url, "run_id": "view-b"},
-                    progress=False)
+            b = {**common, "model_name": "model-b", "base_url": fake.base_url, "run_id": "view-b"}
+            rollout(b, progress=False)
+            rollout({**b, "resume": True}, progress=False)  # retries "loops": a second attempt, failing again
         with FakeOpenAI(synthesis_script()) as fake:
             synthesize({"model_name": "fake-model", "sandbox_server_url": server.url, "database_url": url,
                         "output_dir": str(home / "out"), "run_id": "view-synth", "max_retries": 1, "max_depth": 3,

@@ -110,6 +110,12 @@ def test_trajectory_shows_every_tool_call_with_its_full_result_and_audit_row(pag
     assert "not valid JSON" in page.tab.inner_text(".call >> nth=0")
     page.goto(f"/rollout/{built.rollout_a}/tasks/loops")
     assert "no final answer after max_turns=3" in page.tab.inner_text(".verdict.fail >> nth=0")
+    page.goto(f"/rollout/{built.rollout_b}/tasks/loops")  # retried on resume: the newest shown, the first listed
+    assert "attempt 2" in page.tab.inner_text("article.trajectory") and "infra_error" in page.tab.inner_text(
+        "article.trajectory")
+    page.tab.click("#older a")
+    page.tab.wait_for_url("**/attempts/**")
+    assert "attempt 1" in page.tab.inner_text("article.trajectory")
 
     page.goto(f"/rollout/{built.rollout_a}/tasks/image")
     img = page.tab.locator("figure.image img").first

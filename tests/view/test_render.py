@@ -72,3 +72,27 @@ def test_every_template_and_static_file_ships_in_the_package():
     manifest = (REPO / "MANIFEST.in").read_text()
     assert "graft agentflow/view/templates" in manifest and "graft agentflow/view/static" in manifest
     assert Path(package / "static" / "view.js").stat().st_size < 4000  # the one script stays small
+
+
+def test_newest_attempts_in_sql_are_the_stores_latest_attempts(built):
+    """The viewer's SQL condition for "newest attempt of each sample" (it pages and sorts
+    in SQL) picks exactly the rows of :func:`agentflow.rollout.store.latest_attempts`."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from agentflow.db.rollout import RolloutAttempt
+    from agentflow.rollout.store import latest_attempts
+    from agentflow.view.data.rollout import newest
+    from agentflow.view.db import make_readonly_engine
+
+    engine = make_readonly_engine(built.url)
+    try:
+        with Session(engine) as session:
+            for run_id in (built.rollout_a, built.rollout_b, built.demo_rollout):
+                ids = set(session.scalars(select(RolloutAttempt.id).where(RolloutAttempt.run_id == run_id, newest())))
+                assert ids == {a.id for a in latest_attempts(session, run_id).values()}
+            retried = session.scalars(select(RolloutAttempt).where(RolloutAttempt.run_id == built.rollout_b,
+                                                                   RolloutAttempt.attempt == 2)).all()
+            assert [a.task_id for a in retried] == ["loops"]
+    finally:
+        engine.dispose()
