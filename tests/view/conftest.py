@@ -157,13 +157,15 @@ class Page:
         assert response is not None
         return response
 
-    def shot(self, name: str, *, full_page: bool = True) -> Path:
+    def shot(self, name: str, *, readme_full_page: bool = False) -> Path:
+        """Save the whole page as ``view-<name>.png``; a README picture (the top of the
+        page, or all of it) too when ``AGENTFLOW_UPDATE_SCREENSHOTS=1``."""
         path = self.shots / f"view-{name}.png"
-        self.tab.screenshot(path=str(path), full_page=full_page)
+        self.tab.screenshot(path=str(path), full_page=True)
         if name in README_SHOTS and os.environ.get("AGENTFLOW_UPDATE_SCREENSHOTS") == "1":
             README_IMAGES.mkdir(parents=True, exist_ok=True)
             self.tab.evaluate("window.scrollTo(0, 0)")
-            self.tab.screenshot(path=str(README_IMAGES / f"view-{name}.png"), full_page=False)
+            self.tab.screenshot(path=str(README_IMAGES / f"view-{name}.png"), full_page=readme_full_page)
         return path
 
 

@@ -54,13 +54,13 @@ def test_rollout_run_summary_breakdown_chart_and_task_table_sorts_filters(page, 
     assert "pass@2" in text and "9 tasks × 2" in text and "max_turns" in page.tab.inner_text("#breakdown")
     assert "no final answer after max_turns=3" in page.tab.inner_text("#top-errors")
     assert page.tab.locator("svg.chart rect.bar").count() == 10
+    page.shot("rollout-run", readme_full_page=True)
     page.tab.click("details.config summary")
     assert "fingerprint" in page.tab.inner_text("details.config") and '"n_samples": 2' in page.tab.inner_text(
         "details.config")
     tasks = _column(page, "task-table", 1)
     assert tasks == sorted(t["id"] for t in TASKS)  # default: by task id
     assert page.tab.locator("#task-table tbody tr").first.locator("a.sample").count() == 2  # samples side by side
-    page.shot("rollout-run")
 
     page.tab.click('#task-table a.sort[data-sort="score"]')
     page.tab.wait_for_url("**sort=score**")
