@@ -7,7 +7,8 @@ import inspect
 import pytest
 
 PACKAGES = ["agentflow", "agentflow.sandbox", "agentflow.rollout", "agentflow.synthesis", "agentflow.llm",
-            "agentflow.tools", "agentflow.db", "agentflow.server", "agentflow.config", "agentflow.runfiles"]
+            "agentflow.tools", "agentflow.db", "agentflow.server", "agentflow.config", "agentflow.runfiles",
+            "agentflow.view", "agentflow.mcp", "agentflow.db.claims", "agentflow.runtime.cluster"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -14,8 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from ..runfiles import effective_status, write_lines
 from ..db.base import isoformat, utcnow
@@ -55,17 +55,17 @@ def progress_counts(session: Session, run_id: str) -> dict[str, int]:
     return out
 
 
+def newest_attempt():
+    """SQL condition: the attempt is the newest of its task sample (no later attempt of
+    the same run, task and sample) — a condition, so pages can sort and page in SQL."""
+    later = aliased(RolloutAttempt)
+    return ~exists().where(later.run_id == RolloutAttempt.run_id, later.task_id == RolloutAttempt.task_id,
+                           later.sample_index == RolloutAttempt.sample_index, later.attempt > RolloutAttempt.attempt)
+
+
 def latest_attempts(session: Session, run_id: str) -> dict[tuple[str, int], RolloutAttempt]:
     """The newest attempt of each (task_id, sample_index) of a run."""
-    newest = (select(RolloutAttempt.task_id, RolloutAttempt.sample_index,
-                     func.max(RolloutAttempt.attempt).label("attempt"))
-              .where(RolloutAttempt.run_id == run_id)
-              .group_by(RolloutAttempt.task_id, RolloutAttempt.sample_index).subquery())
-    rows = session.scalars(
-        select(RolloutAttempt).join(newest, (RolloutAttempt.task_id == newest.c.task_id)
-                                    & (RolloutAttempt.sample_index == newest.c.sample_index)
-                                    & (RolloutAttempt.attempt == newest.c.attempt))
-        .where(RolloutAttempt.run_id == run_id))
+    rows = session.scalars(select(RolloutAttempt).where(RolloutAttempt.run_id == run_id, newest_attempt()))
     return {(a.task_id, a.sample_index): a for a in rows}
 
 

@@ -10,12 +10,12 @@ import dataclasses
 import json
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from ...db.rollout import ATTEMPT_COMPLETED, RUN_RUNNING, RolloutAttempt, RolloutRun
 from ...rollout.metrics import PASS_THRESHOLD
-from ...rollout.store import get_run, summarize
+from ...rollout.store import get_run, newest_attempt, summarize
 from ...runfiles import effective_status
 from ..errors import BadParameter, NotFound
 from ..render import message_parts, pretty_json, result_parts
@@ -23,7 +23,7 @@ from . import like_pattern
 from .tools import audit_rows
 
 __all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare", "live_counts", "load_run",
-           "newest", "run_summary", "score_histogram", "task_attempts", "task_page"]
+           "run_summary", "score_histogram", "task_attempts", "task_page"]
 
 A = RolloutAttempt
 
@@ -48,15 +48,6 @@ OUTCOME_FILTERS = ("pass", "fail", "unscored", "failed", ATTEMPT_COMPLETED, "max
 complete; the rest: a sample with that outcome."""
 
 
-def newest():
-    """SQL condition: the attempt is the newest of its task sample (no later attempt),
-    the rows :func:`agentflow.rollout.store.latest_attempts` returns, as a condition
-    that pages and sorts in SQL."""
-    later = aliased(RolloutAttempt)
-    return ~exists().where(later.run_id == A.run_id, later.task_id == A.task_id,
-                           later.sample_index == A.sample_index, later.attempt > A.attempt)
-
-
 def load_run(session: Session, run_id: str) -> RolloutRun:
     """Raises: NotFound."""
     run = get_run(session, run_id)
@@ -73,7 +64,7 @@ def run_summary(session: Session, run: RolloutRun) -> dict:
     """The run's summary: the stored one of a finished run, else a live one."""
     if run.status != RUN_RUNNING and run.summary:
         return {**run.summary, "status": effective_status(run), "error": run.error}
-    rows = session.execute(select(*SUMMARY_COLUMNS).where(A.run_id == run.id, newest())).all()
+    rows = session.execute(select(*SUMMARY_COLUMNS).where(A.run_id == run.id, newest_attempt())).all()
     return summarize(run, rows)
 
 
@@ -82,7 +73,7 @@ def live_counts(session: Session, run_id: str) -> dict:
     poll shows of a running run (cheap at any size; the full summary is on the page)."""
     done, failed, tokens = session.execute(
         select(func.count(), func.coalesce(func.sum(case((A.status != ATTEMPT_COMPLETED, 1), else_=0)), 0),
-               func.coalesce(func.sum(A.total_tokens), 0)).where(A.run_id == run_id, newest())).one()
+               func.coalesce(func.sum(A.total_tokens), 0)).where(A.run_id == run_id, newest_attempt())).one()
     return {"done": int(done), "failed": int(failed), "tokens": int(tokens)}
 
 
@@ -90,7 +81,7 @@ def score_histogram(session: Session, run_id: str, bins: int = 10) -> dict:
     """Counts of newest attempts by score bin (``[0, 0.1)``… ``[0.9, 1]``), and unscored."""
     ladder = [(A.score < (i + 1) / bins, i) for i in range(bins - 1)]
     bucket = case((A.score.is_(None), -1), *ladder, else_=bins - 1)
-    counts = dict(session.execute(select(bucket, func.count()).where(A.run_id == run_id, newest())
+    counts = dict(session.execute(select(bucket, func.count()).where(A.run_id == run_id, newest_attempt())
                                   .group_by(bucket)).all())
     return {"bins": [{"lo": i / bins, "hi": (i + 1) / bins, "count": int(counts.get(i, 0))} for i in range(bins)],
             "unscored": int(counts.get(-1, 0))}
@@ -135,7 +126,7 @@ def task_page(session: Session, run: RolloutRun, *, sort: str = "task", desc: bo
         raise BadParameter(f"unknown outcome filter {outcome!r}; one of: {', '.join(OUTCOME_FILTERS)}")
     if per not in PER_PAGE:
         raise BadParameter(f"per must be one of {', '.join(map(str, PER_PAGE))}, got {per}")
-    where = [A.run_id == run.id, newest()]
+    where = [A.run_id == run.id, newest_attempt()]
     if q:
         like = like_pattern(q)
         where.append(or_(*[c.ilike(like, escape="\\") for c in (A.task_id, A.question, A.prediction, A.error)]))
@@ -158,7 +149,7 @@ def task_page(session: Session, run: RolloutRun, *, sort: str = "task", desc: bo
     if ids:
         for a in session.execute(select(A.id, A.task_id, A.sample_index, A.attempt, A.status, A.score, A.scored,
                                         A.prediction, A.error, A.question)
-                                 .where(A.run_id == run.id, A.task_id.in_(ids), newest())
+                                 .where(A.run_id == run.id, A.task_id.in_(ids), newest_attempt())
                                  .order_by(A.task_id, A.sample_index)):
             samples[a.task_id].append(a)
     rows = []
@@ -178,7 +169,7 @@ def task_attempts(session: Session, run: RolloutRun, task_id: str) -> tuple[list
         NotFound: the run has no attempt of this task.
     """
     newest_rows = list(session.scalars(
-        select(A).where(A.run_id == run.id, A.task_id == task_id, newest()).order_by(A.sample_index)
+        select(A).where(A.run_id == run.id, A.task_id == task_id, newest_attempt()).order_by(A.sample_index)
         .options(selectinload(A.messages), selectinload(A.tool_calls))))
     if not newest_rows:
         raise NotFound(f"run {run.id!r} has no finished attempt of task {task_id!r}")
@@ -263,7 +254,7 @@ def attempt_view(session: Session, a: RolloutAttempt) -> dict:
 
 def _task_scores(session: Session, run_id: str) -> dict[str, tuple[float, int, str]]:
     rows = session.execute(select(A.task_id, _score, func.count(), func.min(A.status))
-                           .where(A.run_id == run_id, newest()).group_by(A.task_id))
+                           .where(A.run_id == run_id, newest_attempt()).group_by(A.task_id))
     return {t: (float(s or 0.0), int(n), status) for t, s, n, status in rows}
 
 
@@ -316,7 +307,7 @@ def same_benchmark_runs(session: Session, run: RolloutRun, limit: int = 50) -> l
 
 def sample_of(session: Session, run_id: str, task_id: str, sample: int) -> RolloutAttempt | None:
     return session.scalars(select(A).where(A.run_id == run_id, A.task_id == task_id, A.sample_index == sample,
-                                           newest()).options(selectinload(A.messages),
+                                           newest_attempt()).options(selectinload(A.messages),
                                                              selectinload(A.tool_calls))).first()
 
 
