@@ -28,26 +28,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import func, select  # noqa: E402
 
 from agentflow.db import claims, make_engine, make_session_factory, upgrade  # noqa: E402
-
-
-@contextlib.contextmanager
-def throwaway_postgres():
-    """The tests' PostgreSQL fixture (tests/support/postgres.py), outside pytest."""
-    from tests.support.postgres import postgres_url
-
-    fixture = getattr(postgres_url, "__wrapped__", postgres_url)
-    try:
-        gen = fixture()
-        url = next(gen)
-    except BaseException as err:  # pytest.skip outside pytest: say why and stop
-        if type(err).__name__ in ("Skipped", "OutcomeException"):
-            sys.exit(f"cannot start PostgreSQL: {err}")
-        raise
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(StopIteration):
-            next(gen)
+from tests.support.postgres import postgres_or_exit  # noqa: E402
 
 
 def worker(url: str, run_id: str, batch: int, finish: bool, start, out) -> None:
@@ -124,7 +105,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     args = ap.parse_args()
-    with (contextlib.nullcontext(args.database_url) if args.database_url else throwaway_postgres()) as url:
+    with (contextlib.nullcontext(args.database_url) if args.database_url else postgres_or_exit()) as url:
         upgrade(url)
         print(f"{'workers':>7} {'batch':>5} {'items':>6} {'claimed/s':>10} {'claim→done/s':>13}  "
               f"items per worker (claim→done)")

@@ -40,26 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.cluster import cluster_problem, start_cluster  # noqa: E402
-
-
-@contextlib.contextmanager
-def throwaway_postgres():
-    """The tests' PostgreSQL fixture (tests/support/postgres.py), outside pytest."""
-    from tests.support.postgres import postgres_url
-
-    fixture = getattr(postgres_url, "__wrapped__", postgres_url)
-    try:
-        gen = fixture()
-        url = next(gen)
-    except BaseException as err:  # pytest.skip outside pytest: say why and stop
-        if type(err).__name__ in ("Skipped", "OutcomeException"):
-            sys.exit(f"cannot start PostgreSQL: {err}")
-        raise
-    try:
-        yield url
-    finally:
-        with contextlib.suppress(StopIteration):
-            next(gen)
+from tests.support.postgres import postgres_or_exit  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -197,7 +178,7 @@ def main() -> int:
     if problem:
         sys.exit(f"cannot start a cluster here: {problem}")
     with contextlib.ExitStack() as stack:
-        pg = args.database_url or stack.enter_context(throwaway_postgres())
+        pg = args.database_url or stack.enter_context(postgres_or_exit())
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentflow-cluster-bench-")))
         t0 = time.monotonic()
         cluster = stack.enter_context(start_cluster(base, pg, node_lease=args.lease))
