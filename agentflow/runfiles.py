@@ -388,3 +388,22 @@ class ClaimLoop:
         if left.live_others:
             return False
         return left.claimable == 0 or not want_more()
+
+
+def open_shared_run(sessions: Callable[[], Any], open_run: Callable[[Any], object], run_id: str,
+                    tries: int = 3) -> None:
+    """Run ``open_run(session)`` in its own transaction and commit. Two processes creating
+    one new run at once: the second one's insert fails on the run's key, and it joins
+    the run on the retry."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(tries):
+        try:
+            with sessions() as s:
+                open_run(s)
+                s.commit()
+            return
+        except IntegrityError:
+            if attempt == tries - 1:
+                raise
+            log.debug("run %s was created by another process at the same time; joining it", run_id)

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, load_server_config
 from ..db import claims, make_engine, make_session_factory, upgrade
@@ -50,7 +49,7 @@ from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config
 from .metrics import Score, score_prediction
 from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
-                        update_latest, worker_name)
+                        open_shared_run, update_latest, worker_name)
 from .store import (add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, summarize,
                     touch_run)
 from .tasks import Task, dataset_checksum, load_tasks, select_tasks
@@ -343,20 +342,6 @@ class Runner:
             claims.reopen_items(session, claims.KIND_ROLLOUT, self.run_id, retry)
         claims.release_dead(session, claims.KIND_ROLLOUT, self.run_id)
 
-    def _open(self, tasks: list[Task], identity: dict, fp: str) -> None:
-        """:meth:`_open_run` in its own transaction. Two processes creating one new run at
-        once: the second one's insert fails on the run's key, and it joins on the retry."""
-        for tries in range(3):
-            try:
-                with self.sessions() as s:
-                    self._open_run(s, tasks, identity, fp)
-                    s.commit()
-                return
-            except IntegrityError:
-                if tries == 2:
-                    raise
-                log.debug("run %s was created by another process at the same time; joining it", self.run_id)
-
     # ------------------------------------------------------------------ run
 
     def run(self) -> dict:
@@ -376,7 +361,7 @@ class Runner:
         engine = make_engine(url, immediate=True)
         self.sessions = make_session_factory(engine)
         try:
-            self._open(tasks, identity, fp)
+            open_shared_run(self.sessions, lambda s: self._open_run(s, tasks, identity, fp), self.run_id)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             update_latest(self.output_base, self.run_id)
             self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_ROLLOUT, self.run_id, self.owner,

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from ..config import ConfigError, load_server_config
 from ..db import claims, make_engine, make_session_factory, upgrade
@@ -55,7 +54,7 @@ from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
 from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
-                        update_latest)
+                        open_shared_run, update_latest)
 from .store import add_node, export_run, get_run, node_rows, report, touch
 
 __all__ = ["FATAL_REPEAT", "FingerprintMismatch", "SynthesisError", "Runner", "resume_command", "synthesize"]
@@ -248,20 +247,6 @@ class Runner:
                                 [(str(r.seed_index), 0) for r in rows if r.status != SEED_DONE])
         claims.release_dead(s, claims.KIND_SYNTHESIS, self.run_id)
 
-    def _open(self, identity: dict, fp: str) -> None:
-        """:meth:`_open_run` in its own transaction; a process that loses the race to
-        create a new run joins it on the retry."""
-        for tries in range(3):
-            try:
-                with self.sessions() as s:
-                    self._open_run(s, identity, fp)
-                    s.commit()
-                return
-            except IntegrityError:
-                if tries == 2:
-                    raise
-                log.debug("run %s was created by another process at the same time; joining it", self.run_id)
-
     def _open_sandbox(self) -> Sandbox:
         cfg = self.cfg
         sandbox = Sandbox(cfg.sandbox_server_url, worker_id=f"synth-{uuid.uuid4().hex[:8]}-main",
@@ -291,7 +276,7 @@ class Runner:
         self.sessions = make_session_factory(engine)
         started = time.monotonic()
         try:
-            self._open(identity, fp)
+            open_shared_run(self.sessions, lambda s: self._open_run(s, identity, fp), self.run_id)
             with self.sessions() as s:
                 self.seed_ids = dict(s.execute(select(SynthesisSeed.seed_index, SynthesisSeed.id)
                                                .where(SynthesisSeed.run_id == self.run_id)).all())
