@@ -35,6 +35,7 @@ def test_runs_list_newest_first_with_filters_and_search(page, built):
 
     page.tab.select_option("#run-filters select[name=kind]", "synthesis")
     page.tab.click("#run-filters button")
+    page.tab.wait_for_url("**kind=synthesis**")
     assert page.tab.locator("#runs a.run-link").all_inner_texts() == [built.synthesis, built.demo_synthesis]
     page.goto("/runs?status=error")
     assert page.tab.locator("#runs a.run-link").all_inner_texts() == [built.rollout_b]
@@ -45,6 +46,7 @@ def test_runs_list_newest_first_with_filters_and_search(page, built):
     assert page.tab.locator("#runs a.run-link").all_inner_texts() == [built.rollout_b, built.rollout_a]
     page.tab.select_option("#run-filters select[name=benchmark]", BENCHMARK)
     page.tab.click("#run-filters button")
+    page.tab.wait_for_url(f"**benchmark={BENCHMARK}**")
     assert set(page.tab.locator("#runs a.run-link").all_inner_texts()) == {built.rollout_a, built.rollout_b}
 
 
@@ -72,9 +74,11 @@ def test_rollout_run_summary_breakdown_chart_and_task_table_sorts_filters(page, 
     assert scores == sorted(scores, reverse=True) and scores[0] == 1.0
     page.tab.select_option("#task-filters select[name=outcome]", "max_turns")
     page.tab.click("#task-filters button")
+    page.tab.wait_for_url("**outcome=max_turns**")  # the filtered page, not the one being left
     assert _column(page, "task-table", 1) == ["loops"]
     page.tab.select_option("#task-filters select[name=outcome]", "fail")
     page.tab.click("#task-filters button")
+    page.tab.wait_for_url("**outcome=fail**")
     assert set(_column(page, "task-table", 1)) == {"loops", "say-1", "wrong"}
     page.goto(f"/rollout/{built.rollout_a}?q=image")
     assert _column(page, "task-table", 1) == ["image"]
@@ -173,6 +177,7 @@ def test_compare_shows_changed_tasks_then_two_trajectories(page, built):
     page.tab.select_option("#compare-form select[name=a]", built.rollout_a)
     page.tab.select_option("#compare-form select[name=b]", built.rollout_b)
     page.tab.click("#compare-form button")
+    page.tab.wait_for_url(f"**b={built.rollout_b}**")
     assert "regressed" in page.tab.inner_text("#compare-table")
 
 
@@ -184,6 +189,7 @@ def test_synthesis_run_and_the_tree_with_its_selected_paths(page, built):
     page.shot("synthesis-run")
     page.tab.select_option("#qa-filters select[name=qa]", "accepted")
     page.tab.click("#qa-filters button")
+    page.tab.wait_for_url("**qa=accepted**")
     assert page.tab.locator("#qa-table tbody tr").count() == 1
 
     with _db(built) as db:
@@ -238,6 +244,7 @@ def test_tools_page_per_tool_stats_histogram_and_slowest_calls(page, built):
     page.shot("tools")
     page.tab.select_option("#tool-filters select[name=run]", built.rollout_b)
     page.tab.click("#tool-filters button")
+    page.tab.wait_for_url(f"**run={built.rollout_b}**")
     assert set(_column(page, "tool-table", 1)) == {"bash:run", "diag:echo"}
     page.tab.locator("#slowest a.audit-link").first.click()
     page.tab.wait_for_url("**/audit/**")
