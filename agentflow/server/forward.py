@@ -19,6 +19,7 @@ from flask import Response, request
 
 from ..runtime.cluster import FORWARDED_HEADER, ForwardCall, node_lost_error
 from ..runtime.errors import CallInterrupted, SessionError
+from ..db import utcnow
 from .envelope import request_id, runtime
 
 _CONNECT_TIMEOUT = 2.0
@@ -69,7 +70,7 @@ def relay(moved: ForwardCall) -> Response:
             break
         except requests.ConnectionError as err:
             if not _unsent(err):
-                raise _cut_off(moved, err) from None
+                raise _fate_after_cut_off(moved, err) from None
             _wait_or_lost(moved)
         except requests.Timeout as err:
             raise _cut_off(moved, err) from None
@@ -93,6 +94,26 @@ def _wait_or_lost(moved: ForwardCall) -> None:
         cluster.reap_lost()
         raise node_lost_error(moved.session_id or moved.what, cluster.node(moved.node.node_id), moved.node.node_id)
     time.sleep(_RETRY_PAUSE)
+
+
+def _fate_after_cut_off(moved: ForwardCall, err: Exception) -> Exception:
+    """The connection to the owner broke after the request was sent: learn, within the
+    owner's lease, whether the node died (then its sessions are gone: NodeLost, which a
+    rollout answers by retrying the task on a fresh session) or lives on (a worker of it
+    died: the call may or may not have run, 2004)."""
+    cluster = runtime().cluster
+    broke_at = utcnow()
+    while True:
+        node = cluster.node(moved.node.node_id)
+        if cluster.is_gone(moved.node.node_id):
+            cluster.reap_lost()
+            lost = node_lost_error(moved.session_id or moved.what, cluster.node(moved.node.node_id),
+                                   moved.node.node_id)
+            lost.data["may_have_taken_effect"] = True  # it may have run before the node died
+            return lost
+        if node.heartbeat_at > broke_at:
+            return _cut_off(moved, err)
+        time.sleep(_RETRY_PAUSE)
 
 
 def _cut_off(moved: ForwardCall, err: Exception) -> CallInterrupted:
