@@ -43,6 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = rsub.add_parser("export", help="(re)write results.jsonl, trajectories.jsonl and summary.json from the database")
     p.add_argument("run_id")
     p.add_argument("--output-dir", help="default: the run's output_dir")
+    p.add_argument("--format", dest="fmt", metavar="FORMAT",
+                   help="write training data instead: openai-chat, sharegpt or sft-jsonl (one record per kept "
+                        "trajectory; see docs/rollout.md)")
+    p.add_argument("--output", help="--format: the JSONL file (default: <run output_dir>/train-<format>.jsonl)")
+    p.add_argument("--min-score", help="--format: keep trajectories scoring at least this (0..1)")
+    p.add_argument("--outcome", help="--format: keep trajectories with this outcome (e.g. completed)")
+    p.add_argument("--dedup", action="store_true",
+                   help="--format: drop a trajectory equal to an earlier one (tool call ids aside)")
+    p.add_argument("--scoring", type=int, metavar="ID",
+                   help="--format: the scores of this rescoring (default: the newest, else the run's own)")
     p.set_defaults(func=_export)
     for action in rsub.choices.values():
         action.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in "
@@ -261,10 +271,49 @@ def _show_synthesis(session, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_training(args: argparse.Namespace) -> int:
+    from ..rollout.rescore import UnknownRun, UnknownScoring
+    from ..rollout.training import BadFilter, ExportFilter, UnknownFormat, check_format, export_training, \
+        parse_min_score
+
+    try:  # bad flags fail before the database is opened
+        check_format(args.fmt)
+        flt = ExportFilter(min_score=parse_min_score(args.min_score), outcome=args.outcome, dedup=args.dedup)
+        flt.check()
+    except (UnknownFormat, BadFilter) as err:
+        raise CommandError(str(err)) from err
+    engine, session = _session(args)
+    with session:
+        if get_rollout_run(session, args.run_id) is None and _synthesis_run(session, args.run_id) is not None:
+            raise CommandError(f"{args.run_id!r} is a synthesis run: --format exports rollout runs")
+        try:
+            written = export_training(session, args.run_id, args.fmt, args.output, flt, scoring_id=args.scoring)
+        except (UnknownRun, UnknownScoring) as err:
+            raise CommandError(str(err)) from err
+    engine.dispose()
+    print(f"wrote {written['records']} {written['format']} records to {written['file']}")
+    if written["provenance_file"]:
+        print(f"wrote their provenance to {written['provenance_file']}")
+    return 0
+
+
+def get_rollout_run(session, run_id: str):
+    from ..rollout.store import get_run
+
+    return get_run(session, run_id)
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..rollout.store import export_run
     from ..synthesis.store import export_run as export_synthesis
 
+    if args.fmt is not None:
+        return _export_training(args)
+    training_only = [flag for flag, value in (("--output", args.output), ("--min-score", args.min_score),
+                                              ("--outcome", args.outcome), ("--dedup", args.dedup),
+                                              ("--scoring", args.scoring)) if value not in (None, False)]
+    if training_only:
+        raise CommandError(f"{', '.join(training_only)} only apply with --format (a training export)")
     engine, session = _session(args)
     with session:
         if _synthesis_run(session, args.run_id) is not None:
