@@ -116,6 +116,9 @@ class RolloutAttempt(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The part of ``prompt_tokens`` served from the provider's prompt cache (0 for
+    attempts from before it was recorded)."""
     trace_id: Mapped[str] = mapped_column(String(200), index=True)
     """Sent with every tool call of the attempt; the server's ``tool_calls.trace_id``."""
     worker_id: Mapped[str] = mapped_column(String(200))
@@ -157,6 +160,7 @@ class RolloutMessage(Base):
     tool_call_id: Mapped[Optional[str]] = mapped_column(String(200))
     prompt_tokens: Mapped[Optional[int]] = mapped_column(Integer)
     completion_tokens: Mapped[Optional[int]] = mapped_column(Integer)
+    cached_prompt_tokens: Mapped[Optional[int]] = mapped_column(Integer)
     latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
 

@@ -342,7 +342,8 @@ class _Loop:
             self.result.usage += reply.usage
             self.result.turns = turn
             self._add(reply.to_message(), turn, prompt_tokens=reply.usage.prompt_tokens,
-                      completion_tokens=reply.usage.completion_tokens, latency_ms=reply.latency_ms,
+                      completion_tokens=reply.usage.completion_tokens,
+                      cached_prompt_tokens=reply.usage.cached_prompt_tokens, latency_ms=reply.latency_ms,
                       finish_reason=reply.finish_reason)
             if not reply.tool_calls:
                 self.result.final_response = reply.content or ""

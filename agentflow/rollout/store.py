@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from ..runfiles import effective_status, write_lines
 from ..db.base import isoformat, utcnow
@@ -29,6 +29,7 @@ from ..db.rollout import (
     RolloutToolCall,
 )
 from .agent import NODE_LOST_PREFIX, AgentResult
+from .cost import attempt_cost, cost_summary, run_pricing
 from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
@@ -82,7 +83,7 @@ def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int,
         score_details=score.details if score else {}, error=result.error, turns=result.turns,
         tool_call_count=len(result.tool_calls), prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens, total_tokens=result.usage.total_tokens,
-        trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
+        cached_prompt_tokens=result.usage.cached_prompt_tokens, trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
         duration_ms=result.duration_ms, model_ms=result.model_ms, tool_ms=result.tool_ms,
     )
     for position, m in enumerate(result.messages):
@@ -90,7 +91,7 @@ def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int,
             position=position, turn=m.get("turn", 0), role=m["role"], content=m.get("content"),
             tool_calls=m.get("tool_calls"), tool_call_id=m.get("tool_call_id"),
             prompt_tokens=m.get("prompt_tokens"), completion_tokens=m.get("completion_tokens"),
-            latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
+            cached_prompt_tokens=m.get("cached_prompt_tokens"), latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
     for c in result.tool_calls:
         row.tool_calls.append(RolloutToolCall(
             turn=c["turn"], call_id=c["call_id"], name=c["name"], action=c["action"], arguments=c["arguments"] or "",
@@ -205,7 +206,22 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt], scores: AttemptSc
         "model_time_s_total": round(sum(a.model_ms for a in done) / 1000, 3),
         "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
     })
+    summary.update(cost_summary(run, _every_attempt(run, done)))
     return summary
+
+
+COST_COLUMNS = (RolloutAttempt.prompt_tokens, RolloutAttempt.completion_tokens, RolloutAttempt.cached_prompt_tokens,
+                RolloutAttempt.score_details)
+"""What :func:`~agentflow.rollout.cost.cost_summary` reads of an attempt."""
+
+
+def _every_attempt(run: RolloutRun, newest: list) -> list:
+    """Every attempt of the run (its cost columns), retried ones too: all were paid for.
+    (The newest ones alone for a run no longer in a session.)"""
+    session = object_session(run)
+    if session is None:
+        return newest
+    return list(session.execute(select(*COST_COLUMNS).where(RolloutAttempt.run_id == run.id)))
 
 
 _REQUEST_ID = re.compile(r",? ?request_id=[^,)\s]+")
@@ -271,14 +287,17 @@ def _pass_at_k(attempts: list[RolloutAttempt], n: int, scores: AttemptScores) ->
     return out
 
 
-def result_row(a: RolloutAttempt) -> dict:
+def result_row(a: RolloutAttempt, cost: float | None = None) -> dict:
+    """One line of ``results.jsonl``; ``cost`` is the attempt's agent and judge cost
+    (``None``: unknown)."""
     return {
         "id": a.task_id, "sample": a.sample_index, "attempt": a.attempt, "status": a.status,
         "question": a.question, "answer": a.ground_truth, "prediction": a.prediction,
         "score": a.score, "scored": a.scored, "metric": a.metric, "score_details": a.score_details,
         "error": a.error, "turns": a.turns, "tool_calls": a.tool_call_count,
         "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
-                  "total_tokens": a.total_tokens},
+                  "total_tokens": a.total_tokens, "cached_prompt_tokens": a.cached_prompt_tokens or 0},
+        "cost_usd": cost,
         "duration_ms": round(a.duration_ms, 3), "trace_id": a.trace_id, "metadata": a.task_metadata,
     }
 
@@ -325,7 +344,10 @@ def export_run(session: Session, run_id: str, output_dir: str | Path | None = No
     summary["trajectories_file"] = str(target / TRAJECTORIES_FILE) if trajectories else None
     summary["summary_file"] = str(target / SUMMARY_FILE) if summary_file else None
     if results:
-        write_lines(target / RESULTS_FILE, (json.dumps(result_row(a), ensure_ascii=False, default=str) for a in attempts))
+        pricing = run_pricing(run)
+        write_lines(target / RESULTS_FILE,
+                    (json.dumps(result_row(a, attempt_cost(pricing, run.model_name, a)), ensure_ascii=False,
+                                default=str) for a in attempts))
     if trajectories:
         write_lines(target / TRAJECTORIES_FILE,
                (json.dumps(trajectory_row(a), ensure_ascii=False, default=str) for a in attempts))
