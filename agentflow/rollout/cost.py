@@ -13,7 +13,7 @@ from typing import Iterable
 from ..db.rollout import RolloutAttempt, RolloutRun
 from ..llm.pricing import Pricing, load_pricing
 
-__all__ = ["attempt_cost", "cost_summary", "judge_calls", "run_pricing"]
+__all__ = ["attempt_cost", "cost_summary", "judge_calls", "run_pricing", "scoring_judge_cost"]
 
 
 def run_pricing(run: RolloutRun) -> Pricing:
@@ -49,6 +49,19 @@ def judge_cost(pricing: Pricing, a: RolloutAttempt) -> float | None:
 def attempt_cost(pricing: Pricing, model: str, a: RolloutAttempt) -> float | None:
     """The agent's and the judge's cost of one attempt (``None``: unknown)."""
     return _add(model_cost(pricing, model, a), judge_cost(pricing, a))
+
+
+def scoring_judge_cost(run: RolloutRun, scoring) -> float | None:
+    """The cost of a rescoring's judge calls (``agentflow runs rescore --metric
+    llm_judge``); 0 for a text metric, ``None`` when the judge has no price."""
+    pricing = run_pricing(run)
+    total: float | None = 0.0
+    for row in scoring.scores:
+        call = judge_calls(row.details)
+        if call is not None:
+            model, prompt, completion, cached = call
+            total = _add(total, pricing.cost(model, prompt, completion, cached))
+    return None if total is None else round(total, 8)
 
 
 def cost_summary(run: RolloutRun, attempts: Iterable[RolloutAttempt]) -> dict:

@@ -29,7 +29,7 @@ from ..db.rollout import (
     RolloutToolCall,
 )
 from .agent import NODE_LOST_PREFIX, AgentResult
-from .cost import attempt_cost, cost_summary, run_pricing
+from .cost import attempt_cost, cost_summary, run_pricing, scoring_judge_cost
 from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
@@ -207,6 +207,8 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt], scores: AttemptSc
         "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
     })
     summary.update(cost_summary(run, _every_attempt(run, done)))
+    if scores.scoring is not None:  # what the rescoring's judge calls cost (a text metric costs nothing)
+        summary["scoring"]["judge_cost_usd"] = scoring_judge_cost(run, scores.scoring)
     return summary
 
 

@@ -78,6 +78,13 @@ def test_run_and_task_cost_is_the_sum_over_their_calls(server, make_config, caps
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(summary["cost_usd"], rel=1e-9)
     assert main(["runs", "show", cfg["run_id"], "--database-url", server.db_url]) == 0
     assert f"cost        ${summary['cost_usd']:.6f}" in capsys.readouterr().out
+    # a rescoring with the judge: its calls are priced on the scoring, the agent is not asked
+    with FakeOpenAI(judge_script) as judge:
+        assert main(["runs", "rescore", cfg["run_id"], "--metric", "llm_judge", "--judge-model", "judge-m",
+                     "--judge-base-url", judge.base_url, "--json", "--database-url", server.db_url]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["scoring"]["judge_cost_usd"] == pytest.approx(3 * _price(JUDGE_PRICE, 200, 3, 64), rel=1e-9)
+    assert rescored["cost_usd"] == pytest.approx(summary["cost_usd"], rel=1e-9)  # the run's own cost is unchanged
 
 
 def test_an_unpriced_model_costs_unknown_never_zero(server, make_config, capsys):
