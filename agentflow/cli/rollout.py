@@ -85,6 +85,7 @@ def format_summary(s: dict) -> str:
         lines.append("  " + "   ".join(f"{k} {v:.4f}" for k, v in s["pass_at_k"].items()))
     lines.append(f"  tokens      {s['total_tokens']} (prompt {s['prompt_tokens']}, completion "
                  f"{s['completion_tokens']})   turns {s['total_turns']}   tool calls {s['total_tool_calls']}")
+    lines.append(format_cost(s))
     if s.get("wall_time_s") is not None:
         lines.append(f"  time        {s['wall_time_s']:.1f} s wall, {s['task_time_s_mean'] or 0:.2f} s per task")
     for key in ("results_file", "trajectories_file", "summary_file"):
@@ -92,6 +93,15 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {key.replace('_file', ''):<11} {s[key]}")
     lines.extend(format_failures(s))
     return "\n".join(lines)
+
+
+def format_cost(s: dict) -> str:
+    """``  cost        $0.012300 (model $0.010000, judge $0.002300)``, or unknown with the
+    models that have no price."""
+    if s.get("cost_usd") is None:
+        missing = ", ".join(s.get("cost_unknown_models") or []) or "?"
+        return f"  cost        unknown (no price for {missing}; add it under the config key 'pricing')"
+    return f"  cost        ${s['cost_usd']:.6f} (model ${s['model_cost_usd']:.6f}, judge ${s['judge_cost_usd']:.6f})"
 
 
 def format_failures(s: dict) -> list[str]:

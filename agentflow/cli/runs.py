@@ -1,4 +1,5 @@
-"""``agentflow runs list|show|export``: read stored rollout and synthesis runs.
+"""``agentflow runs list|show|export|rescore``: read stored rollout and synthesis runs,
+and score a rollout run's stored predictions again.
 
 A ``running`` run whose process is gone (dead pid on this host, or a heartbeat older
 than ``agentflow.runfiles.HEARTBEAT_STALE_S``) is shown as ``interrupted``, with the
@@ -23,10 +24,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id")
     p.add_argument("--task", help="print this task's trajectory")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--scoring", type=int, metavar="ID",
+                   help="show this rescoring (default: the newest; the run's own scores when it has none)")
     p.set_defaults(func=_show)
+    p = rsub.add_parser("rescore", help="score a rollout run's stored predictions again (no agent model call); "
+                                        "the new scoring is kept beside the older ones")
+    p.add_argument("run_id")
+    p.add_argument("--metric", required=True,
+                   help="exact_match, f1, contains_answer, numeric_match or llm_judge (or an alias: em, f1_score, "
+                        "judge)")
+    p.add_argument("--judge-model", help="llm_judge: the judge's model (default: the run's evaluator_model_name, "
+                                         "else its model_name)")
+    p.add_argument("--judge-base-url", help="llm_judge: the judge's endpoint (default: the run's evaluator_base_url, "
+                                            "else its base_url)")
+    p.add_argument("--judge-api-key", help="llm_judge: the judge's API key (default: OPENAI_API_KEY)")
+    p.add_argument("--json", action="store_true", help="print the new summary as JSON")
+    p.set_defaults(func=_rescore)
     p = rsub.add_parser("export", help="(re)write results.jsonl, trajectories.jsonl and summary.json from the database")
     p.add_argument("run_id")
     p.add_argument("--output-dir", help="default: the run's output_dir")
+    p.add_argument("--format", dest="fmt", metavar="FORMAT",
+                   help="write training data instead: openai-chat, sharegpt or sft-jsonl (one record per kept "
+                        "trajectory; see docs/rollout.md)")
+    p.add_argument("--output", help="--format: the JSONL file (default: <run output_dir>/train-<format>.jsonl)")
+    p.add_argument("--min-score", help="--format: keep trajectories scoring at least this (0..1)")
+    p.add_argument("--outcome", help="--format: keep trajectories with this outcome (e.g. completed)")
+    p.add_argument("--dedup", action="store_true",
+                   help="--format: drop a trajectory equal to an earlier one (tool call ids aside)")
+    p.add_argument("--scoring", type=int, metavar="ID",
+                   help="--format: the scores of this rescoring (default: the newest, else the run's own)")
     p.set_defaults(func=_export)
     for action in rsub.choices.values():
         action.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in "
@@ -110,7 +136,8 @@ def _show(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from ..db.rollout import RolloutAttempt
-    from ..rollout.store import get_run, latest_attempts, summarize, trajectory_row
+    from ..rollout.rescore import UnknownScoring, choose_scoring
+    from ..rollout.store import AttemptScores, get_run, latest_attempts, summarize, trajectory_row
     from .rollout import format_summary
 
     engine, session = _session(args)
@@ -128,11 +155,16 @@ def _show(args: argparse.Namespace) -> int:
             for a in rows:
                 print(json.dumps(trajectory_row(session.get(RolloutAttempt, a.id)), indent=2, ensure_ascii=False))
             return 0
-        summary = summarize(run, list(newest.values()))
+        try:
+            scores = AttemptScores(choose_scoring(session, run.id, args.scoring))
+        except UnknownScoring as err:
+            raise CommandError(str(err)) from err
+        summary = summarize(run, list(newest.values()), scores)
         if args.json:
             print(json.dumps(summary, indent=2, default=str))
             return 0
         print(format_summary(summary))
+        print(_scorings_line(session, run, scores))
         line = _claims_line(session, "rollout", run.id)
         if line and summary["status"] != "success":
             print(line)
@@ -141,9 +173,73 @@ def _show(args: argparse.Namespace) -> int:
                   f"{_resume_hint('rollout', run.id)}")
         for a in session.scalars(select(RolloutAttempt).where(RolloutAttempt.id.in_([a.id for a in newest.values()]))
                                  .order_by(RolloutAttempt.id)):
-            score = "-" if a.score is None else f"{a.score:.2f}"
+            value = scores.score(a)
+            score = "-" if value is None else f"{value:.2f}"
             print(f"  {a.task_id:<24} #{a.sample_index} {a.status:<11} score {score:<5} turns {a.turns:<3} "
                   f"{(a.prediction or a.error or '')[:60]!r}")
+    engine.dispose()
+    return 0
+
+
+def _scorings_line(session, run, scores) -> str:
+    """``scoring     #2 f1 (2026-12-01T18:02:11Z), of 2; original exact_match`` or, for a
+    run never rescored, where its scores come from."""
+    from ..rollout.rescore import list_scorings
+
+    original = (run.spec or {}).get("metric") or "none"
+    chosen = scores.describe()
+    if chosen is None:
+        return f"  scoring     as run ({original}); rescore: agentflow runs rescore {run.id} --metric METRIC"
+    judge = f", judge {chosen['judge_model']}" if chosen["judge_model"] else ""
+    others = ", ".join(f"#{s.id} {s.metric}" for s in list_scorings(session, run.id))
+    return (f"  scoring     #{chosen['id']} {chosen['metric']}{judge} ({chosen['created_at']}); scorings {others}; "
+            f"as run {original}")
+
+
+def _judge(args: argparse.Namespace, run) -> "ChatModel":
+    """The judge for ``llm_judge``: flags first, then the run's stored config (its
+    evaluator, else its own model); the stored API keys are masked, so the key comes from
+    the flag or ``OPENAI_API_KEY``."""
+    from ..llm import ChatModel
+
+    config = (run.spec or {}).get("config") or {}
+    model = args.judge_model or config.get("evaluator_model_name") or config.get("model_name") or run.model_name
+    base_url = args.judge_base_url or config.get("evaluator_base_url") or config.get("base_url")
+    return ChatModel(model, api_key=args.judge_api_key, base_url=base_url,
+                     max_retries=int(config.get("evaluator_max_retries") or 3),
+                     temperature=config.get("evaluator_temperature"),
+                     extra_params=config.get("evaluator_extra_params") or None)
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    from ..rollout.rescore import UnknownMetric, UnknownRun, canonical_metric, rescore_run
+    from ..rollout.store import AttemptScores, get_run, latest_attempts, summarize
+    from .rollout import format_summary
+
+    try:
+        metric = canonical_metric(args.metric)
+    except UnknownMetric as err:
+        raise CommandError(str(err)) from err
+    engine, session = _session(args)
+    with session:
+        run = get_run(session, args.run_id)
+        if run is None:
+            if _synthesis_run(session, args.run_id) is not None:
+                raise CommandError(f"{args.run_id!r} is a synthesis run: rescore is for rollout runs")
+            raise CommandError(f"no rollout run {args.run_id!r} in this database")
+        judge = _judge(args, run) if metric == "llm_judge" else None
+        try:
+            scoring = rescore_run(session, run.id, metric, judge=judge)
+        except UnknownRun as err:
+            raise CommandError(str(err)) from err
+        session.commit()
+        summary = summarize(run, list(latest_attempts(session, run.id).values()), AttemptScores(scoring))
+        if args.json:
+            print(json.dumps(summary, indent=2, default=str))
+        else:
+            print(f"scoring #{scoring.id} of run {run.id}: {len(scoring.scores)} attempts scored with {metric}"
+                  + (f" (judge {scoring.judge_model})" if scoring.judge_model else ""))
+            print(format_summary(summary))
     engine.dispose()
     return 0
 
@@ -175,10 +271,49 @@ def _show_synthesis(session, args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_training(args: argparse.Namespace) -> int:
+    from ..rollout.rescore import UnknownRun, UnknownScoring
+    from ..rollout.training import BadFilter, ExportFilter, UnknownFormat, check_format, export_training, \
+        parse_min_score
+
+    try:  # bad flags fail before the database is opened
+        check_format(args.fmt)
+        flt = ExportFilter(min_score=parse_min_score(args.min_score), outcome=args.outcome, dedup=args.dedup)
+        flt.check()
+    except (UnknownFormat, BadFilter) as err:
+        raise CommandError(str(err)) from err
+    engine, session = _session(args)
+    with session:
+        if get_rollout_run(session, args.run_id) is None and _synthesis_run(session, args.run_id) is not None:
+            raise CommandError(f"{args.run_id!r} is a synthesis run: --format exports rollout runs")
+        try:
+            written = export_training(session, args.run_id, args.fmt, args.output, flt, scoring_id=args.scoring)
+        except (UnknownRun, UnknownScoring) as err:
+            raise CommandError(str(err)) from err
+    engine.dispose()
+    print(f"wrote {written['records']} {written['format']} records to {written['file']}")
+    if written["provenance_file"]:
+        print(f"wrote their provenance to {written['provenance_file']}")
+    return 0
+
+
+def get_rollout_run(session, run_id: str):
+    from ..rollout.store import get_run
+
+    return get_run(session, run_id)
+
+
 def _export(args: argparse.Namespace) -> int:
     from ..rollout.store import export_run
     from ..synthesis.store import export_run as export_synthesis
 
+    if args.fmt is not None:
+        return _export_training(args)
+    training_only = [flag for flag, value in (("--output", args.output), ("--min-score", args.min_score),
+                                              ("--outcome", args.outcome), ("--dedup", args.dedup),
+                                              ("--scoring", args.scoring)) if value not in (None, False)]
+    if training_only:
+        raise CommandError(f"{', '.join(training_only)} only apply with --format (a training export)")
     engine, session = _session(args)
     with session:
         if _synthesis_run(session, args.run_id) is not None:

@@ -77,6 +77,14 @@ def format_report(r: dict) -> str:
     lines.append(f"  paths       {paths['candidates']} candidates, {paths['selected']} selected{depth}")
     reasons = ", ".join(f"{k} {v}" for k, v in qa["rejected_by_reason"].items())
     lines.append(f"  qa          {qa['accepted']} accepted, {qa['rejected']} rejected" + (f" ({reasons})" if reasons else ""))
+    cost = r.get("cost") or {}
+    if cost.get("cost_usd") is not None:
+        per_qa = cost.get("cost_per_accepted_qa_usd")
+        lines.append(f"  cost        ${cost['cost_usd']:.6f}"
+                     + (f" (${per_qa:.6f} per accepted QA)" if per_qa is not None else ""))
+    elif cost:
+        lines.append(f"  cost        unknown (no price for {', '.join(cost.get('unknown_models') or []) or '?'}; "
+                     f"add it under the config key 'pricing')")
     t = r.get("throughput") or {}
     if t.get("nodes_per_minute") is not None:
         lines.append(f"  throughput  {t['nodes_made']} nodes in {t['wall_time_s']:.1f} s "

@@ -116,6 +116,9 @@ class RolloutAttempt(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The part of ``prompt_tokens`` served from the provider's prompt cache (0 for
+    attempts from before it was recorded)."""
     trace_id: Mapped[str] = mapped_column(String(200), index=True)
     """Sent with every tool call of the attempt; the server's ``tool_calls.trace_id``."""
     worker_id: Mapped[str] = mapped_column(String(200))
@@ -157,6 +160,7 @@ class RolloutMessage(Base):
     tool_call_id: Mapped[Optional[str]] = mapped_column(String(200))
     prompt_tokens: Mapped[Optional[int]] = mapped_column(Integer)
     completion_tokens: Mapped[Optional[int]] = mapped_column(Integer)
+    cached_prompt_tokens: Mapped[Optional[int]] = mapped_column(Integer)
     latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
 
@@ -200,6 +204,47 @@ class RolloutToolCall(Base):
 
     def __repr__(self) -> str:
         return f"<RolloutToolCall {self.attempt_id} {self.name} code={self.code}>"
+
+
+class RolloutScoring(Base):
+    """One rescoring of a run's stored predictions (``agentflow runs rescore``): the metric,
+    the judge model (for ``llm_judge``) and when. Rescorings are versions: a new one never
+    changes the attempts' own scores (those the run wrote) nor an older rescoring."""
+
+    __tablename__ = "rollout_scorings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("rollout_runs.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(64))
+    judge_model: Mapped[Optional[str]] = mapped_column(String(200))
+    """The judge's model name for ``llm_judge``; NULL for text metrics."""
+    judge_base_url: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    scores: Mapped[list["RolloutAttemptScore"]] = relationship(
+        back_populates="scoring", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="RolloutAttemptScore.attempt_id")
+
+    def __repr__(self) -> str:
+        return f"<RolloutScoring {self.id} {self.run_id} {self.metric}>"
+
+
+class RolloutAttemptScore(Base):
+    """One attempt's score under one rescoring."""
+
+    __tablename__ = "rollout_attempt_scores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scoring_id: Mapped[int] = mapped_column(ForeignKey("rollout_scorings.id", ondelete="CASCADE"), index=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("rollout_attempts.id", ondelete="CASCADE"), index=True)
+    score: Mapped[Optional[float]] = mapped_column(Float)
+    """0..1; NULL when unscored (e.g. an unparseable judge verdict)."""
+    scored: Mapped[bool] = mapped_column(Boolean, default=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    scoring: Mapped[RolloutScoring] = relationship(back_populates="scores")
+
+    __table_args__ = (UniqueConstraint("scoring_id", "attempt_id", name="uq_rollout_attempt_scores_key"),)
 
 
 # ``agentflow.db`` imports this module; importing the work-claims table from here

@@ -86,11 +86,16 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """The part of ``prompt_tokens`` the provider served from its prompt cache
+    (``usage.prompt_tokens_details.cached_tokens``; priced lower, see
+    :mod:`agentflow.llm.pricing`)."""
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(self.prompt_tokens + other.prompt_tokens,
                      self.completion_tokens + other.completion_tokens,
-                     self.total_tokens + other.total_tokens)
+                     self.total_tokens + other.total_tokens,
+                     self.cached_prompt_tokens + other.cached_prompt_tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +242,7 @@ def _to_reply(completion: Any, latency_ms: float) -> ChatReply:
             prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             total_tokens=int(getattr(usage, "total_tokens", 0) or 0),
+            cached_prompt_tokens=int(getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", 0) or 0),
         ) if usage is not None else Usage(),
         finish_reason=choice.finish_reason,
         model=getattr(completion, "model", None),

@@ -75,23 +75,29 @@ class ToolBox:
         return [s["function"]["name"] for s in self.specs]
 
     def for_task(self, kwargs: dict) -> list[dict]:
-        """The specs with the task's ``kwargs`` removed from the parameters (they are
-        filled in by rollout, so the model need not, and cannot, choose them)."""
-        if not kwargs:
-            return self.specs
-        out = []
-        for spec in self.specs:
-            params = spec["function"].get("parameters") or {}
-            props = params.get("properties") or {}
-            hidden = set(kwargs) & set(props)
-            if not hidden:
-                out.append(spec)
-                continue
-            params = {**params, "properties": {k: v for k, v in props.items() if k not in hidden}}
-            if "required" in params:
-                params["required"] = [r for r in params["required"] if r not in hidden]
-            out.append({**spec, "function": {**spec["function"], "parameters": params}})
-        return out
+        """The specs offered for a task with these ``kwargs``: see :func:`task_tool_specs`."""
+        return task_tool_specs(self.specs, kwargs)
+
+
+def task_tool_specs(specs: list[dict], kwargs: dict) -> list[dict]:
+    """``specs`` with the task's ``kwargs`` removed from the parameters (they are filled
+    in by rollout, so the model need not, and cannot, choose them). The training export
+    rebuilds what a task was offered with it from the run's stored specs."""
+    if not kwargs:
+        return specs
+    out = []
+    for spec in specs:
+        params = spec["function"].get("parameters") or {}
+        props = params.get("properties") or {}
+        hidden = set(kwargs) & set(props)
+        if not hidden:
+            out.append(spec)
+            continue
+        params = {**params, "properties": {k: v for k, v in props.items() if k not in hidden}}
+        if "required" in params:
+            params["required"] = [r for r in params["required"] if r not in hidden]
+        out.append({**spec, "function": {**spec["function"], "parameters": params}})
+    return out
 
 
 def _spellings(full_name: str) -> list[str]:
@@ -336,7 +342,8 @@ class _Loop:
             self.result.usage += reply.usage
             self.result.turns = turn
             self._add(reply.to_message(), turn, prompt_tokens=reply.usage.prompt_tokens,
-                      completion_tokens=reply.usage.completion_tokens, latency_ms=reply.latency_ms,
+                      completion_tokens=reply.usage.completion_tokens,
+                      cached_prompt_tokens=reply.usage.cached_prompt_tokens, latency_ms=reply.latency_ms,
                       finish_reason=reply.finish_reason)
             if not reply.tool_calls:
                 self.result.final_response = reply.content or ""

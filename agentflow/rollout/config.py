@@ -74,6 +74,10 @@ class RolloutConfig:
     evaluator_temperature: float = 0.0
     evaluator_max_retries: int = 3
     evaluator_extra_params: dict = dataclasses.field(default_factory=dict)
+    pricing: dict = dataclasses.field(default_factory=dict)
+    """Model → ``{prompt, completion, cached_prompt}`` in dollars per 1M tokens, over the
+    shipped ``configs/pricing.json`` (see :mod:`agentflow.llm.pricing`); it only prices
+    the run, so it is not part of the fingerprint."""
     save_results: bool = True
     save_trajectories: bool = True
     save_summary: bool = True
@@ -183,6 +187,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise bad("an object")
         return value
+    if key == "pricing":
+        from ..llm.pricing import parse_models
+
+        parse_models(value, f"{where}'pricing'")  # a malformed price fails here, not at the end of the run
+        return dict(value)
     raise AssertionError(key)  # every field is typed above
 
 

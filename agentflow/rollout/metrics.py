@@ -154,7 +154,11 @@ def llm_judge(judge: ChatModel, question: str, prediction: str, answers: list[st
         return Score(None, {"unscored_reason": f"judge request failed: {err}"})
     verdict = parse_verdict(reply.content)
     details: dict[str, Any] = {"judge_model": judge.model, "judge_reply": (reply.content or "")[:2000],
-                               "judge_tokens": reply.usage.total_tokens}
+                               "judge_tokens": reply.usage.total_tokens,
+                               # the split the judge's cost needs (see agentflow.llm.pricing)
+                               "judge_prompt_tokens": reply.usage.prompt_tokens,
+                               "judge_completion_tokens": reply.usage.completion_tokens,
+                               "judge_cached_prompt_tokens": reply.usage.cached_prompt_tokens}
     if verdict is None:
         details["unscored_reason"] = "the judge's verdict could not be parsed"
     return Score(verdict, details)

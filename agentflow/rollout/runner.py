@@ -395,6 +395,7 @@ class Runner:
         self.judge = _make_judge(cfg) if cfg.scoring and cfg.metric == "llm_judge" else None
         self.settings = _settings(cfg)
         sandboxes = self._open_sandboxes(cfg.max_workers)
+        self._store_tool_specs()
         slots: queue.SimpleQueue[Sandbox] = queue.SimpleQueue()
         for sb in sandboxes:
             slots.put(sb)
@@ -418,6 +419,23 @@ class Runner:
             log.debug("%s", self._streak.message)
             return RUN_ERROR, self._streak.message
         return None
+
+    def _store_tool_specs(self) -> None:
+        """Keep the tool schemas offered to the model in the run's spec (``spec["tools"]``),
+        so a training export can give them with each trajectory. The first process to
+        discover them writes them; one offered other schemas (the server changed between
+        a run and its resume) logs it and keeps the first, as the fingerprint holds the
+        tool names but not their schemas."""
+        specs = self.toolbox.specs
+        with self._write_lock, self.sessions() as session:
+            run = get_run(session, self.run_id)
+            stored = (run.spec or {}).get("tools")
+            if stored is None:
+                run.spec = {**(run.spec or {}), "tools": specs}  # a new dict: the JSON column sees the change
+                session.commit()
+            elif stored != specs:
+                log.warning("run %s: the sandbox now offers other tool schemas than those stored at its start; "
+                            "the stored ones are kept", self.run_id)
 
     def _reopen_run(self, session) -> None:
         """Called in a transaction that claimed tasks: a run another process ended while

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, object_session, selectinload
 
 from ..runfiles import effective_status, write_lines
 from ..db.base import isoformat, utcnow
@@ -25,13 +25,15 @@ from ..db.rollout import (
     RolloutAttempt,
     RolloutMessage,
     RolloutRun,
+    RolloutScoring,
     RolloutToolCall,
 )
 from .agent import NODE_LOST_PREFIX, AgentResult
+from .cost import attempt_cost, cost_summary, run_pricing, scoring_judge_cost
 from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
-__all__ = ["add_attempt", "breakdown", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
+__all__ = ["AttemptScores", "add_attempt", "breakdown", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
            "progress_counts", "summarize", "top_errors"]
 
 RESULTS_FILE = "results.jsonl"
@@ -81,7 +83,7 @@ def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int,
         score_details=score.details if score else {}, error=result.error, turns=result.turns,
         tool_call_count=len(result.tool_calls), prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens, total_tokens=result.usage.total_tokens,
-        trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
+        cached_prompt_tokens=result.usage.cached_prompt_tokens, trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
         duration_ms=result.duration_ms, model_ms=result.model_ms, tool_ms=result.tool_ms,
     )
     for position, m in enumerate(result.messages):
@@ -89,7 +91,7 @@ def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int,
             position=position, turn=m.get("turn", 0), role=m["role"], content=m.get("content"),
             tool_calls=m.get("tool_calls"), tool_call_id=m.get("tool_call_id"),
             prompt_tokens=m.get("prompt_tokens"), completion_tokens=m.get("completion_tokens"),
-            latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
+            cached_prompt_tokens=m.get("cached_prompt_tokens"), latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
     for c in result.tool_calls:
         row.tool_calls.append(RolloutToolCall(
             turn=c["turn"], call_id=c["call_id"], name=c["name"], action=c["action"], arguments=c["arguments"] or "",
@@ -106,15 +108,58 @@ def _task_order(run: RolloutRun) -> dict[str, int]:
     return {t: i for i, t in enumerate(ids)}
 
 
-def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
-    """The run summary from its newest attempts (see the README for each field)."""
+class AttemptScores:
+    """The score of each attempt: the one the run gave it, or the one a rescoring
+    (``rollout_scorings``) gave it. An attempt the rescoring does not cover (it finished
+    after the rescoring, on a resume) is unscored under it."""
+
+    def __init__(self, scoring: RolloutScoring | None = None):
+        self.scoring = scoring
+        self._rows = {s.attempt_id: s for s in scoring.scores} if scoring is not None else None
+
+    def score(self, a: RolloutAttempt) -> float | None:
+        if self._rows is None:
+            return a.score
+        row = self._rows.get(a.id)
+        return row.score if row is not None else None
+
+    def scored(self, a: RolloutAttempt) -> bool:
+        if self._rows is None:
+            return a.scored
+        row = self._rows.get(a.id)
+        return bool(row is not None and row.scored)
+
+    def details(self, a: RolloutAttempt) -> dict:
+        if self._rows is None:
+            return a.score_details or {}
+        row = self._rows.get(a.id)
+        return (row.details or {}) if row is not None else {"unscored_reason": "not in this scoring"}
+
+    def metric(self, run: RolloutRun) -> str | None:
+        spec = run.spec or {}
+        if self.scoring is not None:
+            return self.scoring.metric
+        return spec.get("metric") if spec.get("scoring") else None
+
+    def describe(self) -> dict | None:
+        """The chosen rescoring (None: the run's own scores)."""
+        s = self.scoring
+        if s is None:
+            return None
+        return {"id": s.id, "metric": s.metric, "judge_model": s.judge_model, "created_at": isoformat(s.created_at)}
+
+
+def summarize(run: RolloutRun, attempts: list[RolloutAttempt], scores: AttemptScores | None = None) -> dict:
+    """The run summary from its newest attempts (see the README for each field), scored
+    as the run scored them or, with ``scores``, as a rescoring did."""
+    scores = scores or AttemptScores()
     spec = run.spec or {}
     config = spec.get("config") or {}
-    scoring = bool(spec.get("scoring"))
+    scoring = bool(spec.get("scoring")) or scores.scoring is not None
     n_samples = int(config.get("n_samples") or 1)
     done = attempts
     completed = [a for a in done if a.status == ATTEMPT_COMPLETED]
-    scored = [a for a in done if a.scored or a.status != ATTEMPT_COMPLETED]
+    scored = [a for a in done if scores.scored(a) or a.status != ATTEMPT_COMPLETED]
     outcomes: dict[str, int] = {}
     for a in done:
         outcomes[a.status] = outcomes.get(a.status, 0) + 1
@@ -123,7 +168,8 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "benchmark_name": run.benchmark_name,
         "model_name": run.model_name,
         "status": effective_status(run),
-        "metric": spec.get("metric") if scoring else None,
+        "metric": scores.metric(run),
+        "scoring": scores.describe(),
         "accuracy": None,
         "average_score": None,
         "total_tasks": len(((spec.get("dataset") or {}).get("task_ids")) or []) or run.total_tasks // n_samples,
@@ -131,7 +177,7 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "n_samples": n_samples,
         "completed": len(completed),
         "failed": len(done) - len(completed),
-        "unscored": sum(1 for a in completed if not a.scored) if scoring else 0,
+        "unscored": sum(1 for a in completed if not scores.scored(a)) if scoring else 0,
         "pending": max(run.total_tasks - len(done), 0),
         "infra_errors": outcomes.get(ATTEMPT_INFRA_ERROR, 0),
         "outcomes": outcomes,
@@ -140,11 +186,11 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "top_errors": top_errors(done),
     }
     if scoring and scored:
-        summary["accuracy"] = round(sum(a.score or 0.0 for a in scored) / len(scored), 6)
-        answered = [a.score for a in completed if a.scored]
+        summary["accuracy"] = round(sum(scores.score(a) or 0.0 for a in scored) / len(scored), 6)
+        answered = [scores.score(a) for a in completed if scores.scored(a)]
         summary["average_score"] = round(statistics.fmean(answered), 6) if answered else 0.0
     if scoring and n_samples > 1:
-        summary["pass_at_k"] = _pass_at_k(done, n_samples)
+        summary["pass_at_k"] = _pass_at_k(done, n_samples, scores)
     durations = [a.duration_ms for a in done]
     summary.update({
         "total_turns": sum(a.turns for a in done),
@@ -160,7 +206,24 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt]) -> dict:
         "model_time_s_total": round(sum(a.model_ms for a in done) / 1000, 3),
         "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
     })
+    summary.update(cost_summary(run, _every_attempt(run, done)))
+    if scores.scoring is not None:  # what the rescoring's judge calls cost (a text metric costs nothing)
+        summary["scoring"]["judge_cost_usd"] = scoring_judge_cost(run, scores.scoring)
     return summary
+
+
+COST_COLUMNS = (RolloutAttempt.prompt_tokens, RolloutAttempt.completion_tokens, RolloutAttempt.cached_prompt_tokens,
+                RolloutAttempt.score_details)
+"""What :func:`~agentflow.rollout.cost.cost_summary` reads of an attempt."""
+
+
+def _every_attempt(run: RolloutRun, newest: list) -> list:
+    """Every attempt of the run (its cost columns), retried ones too: all were paid for.
+    (The newest ones alone for a run no longer in a session.)"""
+    session = object_session(run)
+    if session is None:
+        return newest
+    return list(session.execute(select(*COST_COLUMNS).where(RolloutAttempt.run_id == run.id)))
 
 
 _REQUEST_ID = re.compile(r",? ?request_id=[^,)\s]+")
@@ -211,7 +274,7 @@ def top_errors(attempts: list[RolloutAttempt], limit: int = 5) -> list[dict]:
     return [{"message": m, "count": n} for m, n in counts.most_common(limit)]
 
 
-def _pass_at_k(attempts: list[RolloutAttempt], n: int) -> dict[str, float]:
+def _pass_at_k(attempts: list[RolloutAttempt], n: int, scores: AttemptScores) -> dict[str, float]:
     by_task: dict[str, list[RolloutAttempt]] = {}
     for a in attempts:
         by_task.setdefault(a.task_id, []).append(a)
@@ -221,19 +284,22 @@ def _pass_at_k(attempts: list[RolloutAttempt], n: int) -> dict[str, float]:
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= n} | {n})
     out = {}
     for k in ks:
-        values = [pass_at_k(n, sum(1 for a in v if (a.score or 0.0) >= PASS_THRESHOLD), k) for v in full]
+        values = [pass_at_k(n, sum(1 for a in v if (scores.score(a) or 0.0) >= PASS_THRESHOLD), k) for v in full]
         out[f"pass@{k}"] = round(statistics.fmean(values), 6)
     return out
 
 
-def result_row(a: RolloutAttempt) -> dict:
+def result_row(a: RolloutAttempt, cost: float | None = None) -> dict:
+    """One line of ``results.jsonl``; ``cost`` is the attempt's agent and judge cost
+    (``None``: unknown)."""
     return {
         "id": a.task_id, "sample": a.sample_index, "attempt": a.attempt, "status": a.status,
         "question": a.question, "answer": a.ground_truth, "prediction": a.prediction,
         "score": a.score, "scored": a.scored, "metric": a.metric, "score_details": a.score_details,
         "error": a.error, "turns": a.turns, "tool_calls": a.tool_call_count,
         "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens,
-                  "total_tokens": a.total_tokens},
+                  "total_tokens": a.total_tokens, "cached_prompt_tokens": a.cached_prompt_tokens or 0},
+        "cost_usd": cost,
         "duration_ms": round(a.duration_ms, 3), "trace_id": a.trace_id, "metadata": a.task_metadata,
     }
 
@@ -280,7 +346,10 @@ def export_run(session: Session, run_id: str, output_dir: str | Path | None = No
     summary["trajectories_file"] = str(target / TRAJECTORIES_FILE) if trajectories else None
     summary["summary_file"] = str(target / SUMMARY_FILE) if summary_file else None
     if results:
-        write_lines(target / RESULTS_FILE, (json.dumps(result_row(a), ensure_ascii=False, default=str) for a in attempts))
+        pricing = run_pricing(run)
+        write_lines(target / RESULTS_FILE,
+                    (json.dumps(result_row(a, attempt_cost(pricing, run.model_name, a)), ensure_ascii=False,
+                                default=str) for a in attempts))
     if trajectories:
         write_lines(target / TRAJECTORIES_FILE,
                (json.dumps(trajectory_row(a), ensure_ascii=False, default=str) for a in attempts))

@@ -69,6 +69,10 @@ class SynthesisConfig:
     """Resources to open a session of for each seed (AgentFlow keys; ``sql`` means ``text2sql``)."""
     resource_init_configs: dict = dataclasses.field(default_factory=dict)
     """``{resource: {"content": {session config}}}`` for ``resource_types``."""
+    pricing: dict = dataclasses.field(default_factory=dict)
+    """Model → ``{prompt, completion, cached_prompt}`` in dollars per 1M tokens over the
+    shipped table (see :mod:`agentflow.llm.pricing`); prices the run only, not in the
+    fingerprint."""
     # --- model
     temperature: float | None = 0.7
     max_tokens: int | None = None
@@ -203,6 +207,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise bad("an object of {resource: {content: {...}}}")
         return value
+    if key == "pricing":
+        from ..llm.pricing import parse_models
+
+        parse_models(value, f"{where}'pricing'")  # a malformed price fails at load, not in the report
+        return dict(value)
     raise AssertionError(key)  # every field is typed above
 
 

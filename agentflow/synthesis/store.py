@@ -104,8 +104,45 @@ def report(session: Session, run: SynthesisRun) -> dict:
         "wall_time_s": round(wall, 3) if wall is not None else None,
         "seed_errors": [{"message": m, "count": n} for m, n in sorted(seed_errors.items(), key=lambda kv: -kv[1])][:5],
     }
+    out["cost"] = cost_report(session, run, out["qa"]["accepted"])
     out["explanation"] = explain(out)
     return out
+
+
+def cost_report(session: Session, run: SynthesisRun, accepted: int) -> dict:
+    """The model cost of the run, of each seed (by ``seed_index``) and per accepted QA
+    pair, in dollars: the explorer's calls (tree nodes, the run's model) and the QA
+    calls (each with its model). Synthesis does not record cached prompt tokens, so all
+    prompt tokens are priced as uncached. A cost with any call of an unpriced model is
+    ``None`` (unknown), never 0."""
+    from ..llm.pricing import load_pricing
+
+    pricing = load_pricing(((run.spec or {}).get("config") or {}).get("pricing"))
+    rows = [(seed, run.model_name, p, c) for seed, p, c in session.execute(
+        select(SynthesisSeed.seed_index, func.coalesce(func.sum(SynthesisNode.prompt_tokens), 0),
+               func.coalesce(func.sum(SynthesisNode.completion_tokens), 0))
+        .join(SynthesisSeed, SynthesisSeed.id == SynthesisNode.seed_id)
+        .where(SynthesisNode.run_id == run.id).group_by(SynthesisSeed.seed_index))]
+    rows += list(session.execute(
+        select(SynthesisSeed.seed_index, SynthesisQA.model_name, func.coalesce(func.sum(SynthesisQA.prompt_tokens), 0),
+               func.coalesce(func.sum(SynthesisQA.completion_tokens), 0))
+        .join(SynthesisSeed, SynthesisSeed.id == SynthesisQA.seed_id)
+        .where(SynthesisQA.run_id == run.id).group_by(SynthesisSeed.seed_index, SynthesisQA.model_name)))
+    by_seed: dict[int, float | None] = {}
+    unknown: set[str] = set()
+    for seed, model, prompt, completion in rows:
+        part = pricing.cost(model, int(prompt), int(completion))
+        if part is None:
+            unknown.add(model)
+        so_far = by_seed.get(seed, 0.0)
+        by_seed[seed] = None if so_far is None or part is None else so_far + part
+    total: float | None = 0.0
+    for value in by_seed.values():
+        total = None if total is None or value is None else total + value
+    return {"cost_usd": None if total is None else round(total, 8),
+            "cost_per_accepted_qa_usd": round(total / accepted, 8) if total is not None and accepted else None,
+            "by_seed": {str(k): (None if v is None else round(v, 8)) for k, v in sorted(by_seed.items())},
+            "unknown_models": sorted(unknown)}
 
 
 def explain(rep: dict) -> list[str]:

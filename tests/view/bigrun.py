@@ -104,7 +104,7 @@ def build(target: Path | str, tasks: int = 10_000, samples: int = 4) -> str:
             run = RolloutRun(id=run_id, benchmark_name=BENCHMARK, status="success", model_name=model, spec=spec,
                              total_tasks=tasks * n, created_at=start, finished_at=finished)
             keys = [c.key for c in SUMMARY_COLUMNS]
-            summary = summarize(run, [_Row({k: a[k] for k in keys}) for a in attempts])
+            summary = summarize(run, [_Row({k: a.get(k) for k in keys}) for a in attempts])
             conn.execute(RolloutRun.__table__.update().where(RolloutRun.__table__.c.id == run_id).values(
                 status="success", finished_at=finished, summary=summary))
     engine.dispose()

@@ -28,7 +28,8 @@ __all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare"
 A = RolloutAttempt
 
 SUMMARY_COLUMNS = (A.task_id, A.sample_index, A.status, A.score, A.scored, A.error, A.turns, A.tool_call_count,
-                   A.prompt_tokens, A.completion_tokens, A.total_tokens, A.duration_ms, A.model_ms, A.tool_ms)
+                   A.prompt_tokens, A.completion_tokens, A.total_tokens, A.duration_ms, A.model_ms, A.tool_ms,
+                   A.cached_prompt_tokens, A.score_details)
 """What :func:`summarize` reads of an attempt: loading these columns, not whole rows,
 keeps a live summary of 40,000 attempts fast."""
 
