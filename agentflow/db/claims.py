@@ -31,7 +31,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from .base import Base, utcnow
 
 __all__ = ["CLAIM_CLAIMED", "CLAIM_DONE", "CLAIM_PENDING", "ClaimLost", "Claimed", "KIND_ROLLOUT", "KIND_SYNTHESIS",
-           "Item", "Outstanding", "WorkClaim", "claim", "count_items", "fence", "live_owners", "outstanding", "progress",
+           "Item", "Outstanding", "UnsupportedDatabase", "WorkClaim", "claim", "count_items", "fence", "live_owners", "outstanding", "progress",
            "release",
            "release_dead", "renew", "reopen_items", "seed_items"]
 
@@ -140,14 +140,18 @@ def _expired(now: dt.datetime):
     return or_(WorkClaim.lease_expires_at < now, WorkClaim.lease_expires_at.is_(None))
 
 
+class UnsupportedDatabase(Exception):
+    """Work claims use an upsert only sqlite and PostgreSQL (AgentFlow's databases) speak."""
+
+
 def _insert(session: Session):
     name = session.get_bind().dialect.name
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - AgentFlow supports sqlite and PostgreSQL
-        raise NotImplementedError(f"work claims need sqlite or PostgreSQL, not {name}")
+    else:
+        raise UnsupportedDatabase(f"sharing a run's work needs sqlite or PostgreSQL, not {name}")
     return insert(WorkClaim)
 
 
