@@ -6,15 +6,22 @@ committed, so nothing is acknowledged before it is durable. The first waiting re
 commits the writes of all the requests waiting with it (leader/followers), so a lone
 request commits its own write without any thread handoff, and under load one
 transaction serves many requests.
+
+Row writes run straight on the driver (:mod:`agentflow.db.rows`); writes that need a
+session (functions) take SQLAlchemy's ORM path. On sqlite both queue on one file lock
+shared by the server's processes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any, Callable
 
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, sessionmaker
+
+from ..db.rows import RowWriter, SqliteWriteLock, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,10 @@ class GroupCommitter:
 
     def __init__(self, session_factory: sessionmaker[Session]):
         self._factory = session_factory
+        engine = session_factory.kw["bind"]
+        self._rows = RowWriter(engine)
+        path = sqlite_path(engine)
+        self._lock = SqliteWriteLock(path) if path is not None else contextlib.nullcontext()
         self._cond = threading.Condition()
         self._pending: list[_Job] = []
         self._leading = False
@@ -84,7 +95,9 @@ class GroupCommitter:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Nothing to stop: writes run in the requests' own threads."""
+        """Give up the row connection (writes run in the requests' own threads)."""
+        with self._cond:
+            self._rows.close()
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
@@ -106,18 +119,17 @@ class GroupCommitter:
         grouped: dict[Any, list[dict]] = {}
         for job in jobs:
             for target, values in job.rows:
-                grouped.setdefault(target, []).append(values)
-        statements = [(insert(t) if isinstance(t, Table) else t, v) for t, v in grouped.items()]
-        if all(job.fn is None for job in jobs):
-            # rows only (the common case: audit rows, request records, session touches):
-            # a Core connection skips the ORM session's bookkeeping
-            with self._factory.kw["bind"].begin() as conn:
-                for statement, values in statements:
-                    conn.execute(statement, values)
-            return
-        with self._factory() as session, session.begin():
-            for statement, values in statements:
-                session.execute(statement, values)
-            for job in jobs:
-                if job.fn is not None:
-                    job.result = job.fn(session)
+                grouped.setdefault((target, tuple(values)), []).append(values)
+        with self._lock:
+            if all(job.fn is None for job in jobs):
+                compiled = [(self._rows.compiled(t, keys), rows) for (t, keys), rows in grouped.items()]
+                if all(c is not None for c, _ in compiled):
+                    # rows only (the common case: audit rows, request records, session touches)
+                    self._rows.run(compiled)
+                    return
+            with self._factory() as session, session.begin():
+                for (target, _keys), values in grouped.items():
+                    session.execute(insert(target) if isinstance(target, Table) else target, values)
+                for job in jobs:
+                    if job.fn is not None:
+                        job.result = job.fn(session)
