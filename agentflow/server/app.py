@@ -12,6 +12,8 @@ from ..runtime import Runtime
 from . import errors, middleware, reference
 from . import mcp_endpoint
 from .api import BLUEPRINTS
+from .fastpath import ExecuteFastPath
+from .guard import HostPolicy
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def create_app(config: ServerConfig | None = None, *, migrate: bool = True, back
         app.register_blueprint(bp)
     for bp in reference.BLUEPRINTS:  # /api/v1: the AgentFlow reference's protocol (agentflow.server.reference)
         app.register_blueprint(bp)
+    # ordinary POST /execute requests skip Flask's per-request machinery (see fastpath)
+    app.wsgi_app = ExecuteFastPath(app.wsgi_app, runtime, HostPolicy(config), config.max_request_bytes)
     if background:
         from .gunicorn_app import leave_when_orphaned
 

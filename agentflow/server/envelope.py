@@ -10,7 +10,7 @@ from flask import Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 
 from ..runtime import Runtime
-from ..runtime.errors import MalformedRequest, ParameterError
+from ..runtime.errors import ApiError, MalformedRequest, ParameterError
 
 
 def runtime() -> Runtime:
@@ -35,13 +35,15 @@ def request_id() -> str:
 def check_request_id() -> None:
     """Refuse an ``X-Request-ID`` that is too long or has other characters (1000)."""
     given = request.headers.get("X-Request-ID")
-    if given is None:
-        return
-    if len(given) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(given):
+    if given is None or request_id_ok(given):
         return
     g.request_id = uuid.uuid4().hex  # the refusal's meta must not echo the bad id
     raise MalformedRequest(f"header X-Request-ID must be 1-{MAX_REQUEST_ID} characters of {REQUEST_ID_CHARS}, "
                            f"got {len(given)} character(s)", {"header": "X-Request-ID"})
+
+
+def request_id_ok(given: str) -> bool:
+    return len(given) <= MAX_REQUEST_ID and _REQUEST_ID.fullmatch(given) is not None
 
 
 MAX_BODY_DEPTH = 64
@@ -138,7 +140,11 @@ def _check_shape(body: dict, checks: _StringChecks) -> None:
 
 def load_body(schema: Schema) -> dict:
     """Parse the JSON body and validate it; raises MalformedRequest naming the field."""
-    raw = request.get_data(cache=True)
+    return parse_body(request.get_data(cache=True), schema)
+
+
+def parse_body(raw: bytes, schema: Schema) -> dict:
+    """:func:`load_body` of a body already read."""
     try:
         body = json.loads(raw, parse_constant=_not_json_constant) if raw.strip() else {}
     except (ValueError, RecursionError) as err:
@@ -179,14 +185,27 @@ def describe_errors(messages, prefix: str = "") -> str:
 
 
 def base_meta(**known) -> dict:
-    started = g.get("started", time.perf_counter())
-    return {"request_id": request_id(), "execution_time_ms": round((time.perf_counter() - started) * 1000, 3),
-            "node_id": runtime().cluster.node_id, **known}
+    return meta_for(request_id(), g.get("started", time.perf_counter()), runtime().cluster.node_id, **known)
+
+
+def meta_for(request_id: str, started: float, node_id: str | None, **known) -> dict:
+    """The ``meta`` of an envelope the server builds itself (not a tool call's)."""
+    return {"request_id": request_id, "execution_time_ms": round((time.perf_counter() - started) * 1000, 3),
+            "node_id": node_id, **known}
 
 
 def envelope(data: dict | None = None, code: int = 0, message: str = "success", **meta) -> dict:
     return {"code": code, "message": message, "data": data if data is not None else {}, "meta": base_meta(**meta)}
 
 
+def error_envelope(err: ApiError, meta: dict) -> dict:
+    return {"code": err.code, "message": err.message, "data": err.data if err.data is not None else {}, "meta": meta}
+
+
+def json_bytes(body: dict) -> bytes:
+    """A response body as sent (and as stored for replay)."""
+    return json.dumps(body, default=str, ensure_ascii=False).encode("utf-8")
+
+
 def json_response(body: dict, status: int = 200) -> Response:
-    return Response(json.dumps(body, default=str, ensure_ascii=False), status=status, mimetype="application/json")
+    return Response(json_bytes(body), status=status, mimetype="application/json")

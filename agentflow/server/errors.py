@@ -13,8 +13,9 @@ from .envelope import envelope, json_response
 log = logging.getLogger(__name__)
 
 
-def api_error_response(err: ApiError):
-    response = json_response(envelope(err.data, err.code, err.message), err.http_status)
+def api_error_response(err: ApiError, body: dict | None = None):
+    """The response to ``err``: its envelope (or ``body``, the envelope built already)."""
+    response = json_response(body if body is not None else envelope(err.data, err.code, err.message), err.http_status)
     if isinstance(err, ClusterFull):
         response.headers["Retry-After"] = str(err.retry_after)
     return response

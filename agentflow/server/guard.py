@@ -137,30 +137,37 @@ class HostPolicy:
         return same_name and port == (host_port or _DEFAULT_PORTS[parts.scheme])
 
 
-def _local_ip() -> _IP | None:
+def local_ip(environ: dict) -> _IP | None:
     """The address the request's connection arrived on (gunicorn), else the bound one."""
-    sock = request.environ.get("gunicorn.socket")
+    sock = environ.get("gunicorn.socket")
     try:
         if sock is not None:
             return _ip(str(sock.getsockname()[0]))
     except (OSError, IndexError, TypeError):
         pass
-    return _ip(request.environ.get("SERVER_NAME", ""))
+    return _ip(environ.get("SERVER_NAME", ""))
 
 
-def check_host(policy: HostPolicy) -> None:
-    """Refuse a ``Host`` that does not name this server (421)."""
-    given = request.headers.get("Host")
+def host_problem(policy: HostPolicy, given: str | None, environ: dict) -> MisdirectedRequest | None:
+    """The refusal of a ``Host`` that does not name this server (421), or None."""
     if given is None:  # HTTP/1.0 clients; every browser sends Host
-        return
+        return None
     try:
         name, _port = split_host(given)
     except ValueError:
         name = None
-    if name is None or not policy.host_allowed(name, _local_ip()):
-        raise MisdirectedRequest(
-            f"header Host {given[:100]!r} does not name this server; add the name to the server config's "
-            "'allowed_hosts' if clients reach the server by it", {"header": "Host"})
+    if name is not None and policy.host_allowed(name, local_ip(environ)):
+        return None
+    return MisdirectedRequest(
+        f"header Host {given[:100]!r} does not name this server; add the name to the server config's "
+        "'allowed_hosts' if clients reach the server by it", {"header": "Host"})
+
+
+def check_host(policy: HostPolicy) -> None:
+    """Refuse a ``Host`` that does not name this server (421)."""
+    problem = host_problem(policy, request.headers.get("Host"), request.environ)
+    if problem is not None:
+        raise problem
 
 
 def check_origin(policy: HostPolicy) -> None:

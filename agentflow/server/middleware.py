@@ -6,11 +6,13 @@ import functools
 import hashlib
 import hmac
 import time
+from typing import Callable
 
 from flask import Flask, g, request
 
 from ..runtime.errors import ApiError, Unauthorized
-from .envelope import check_request_id, json_response, request_id, runtime
+from ..runtime.requestlog import RequestLog
+from .envelope import base_meta, check_request_id, error_envelope, json_response, request_id, runtime
 from .errors import api_error_response
 from .guard import HostPolicy, check_request
 
@@ -19,11 +21,14 @@ _OPEN_ENDPOINTS = {"admin.health"}
 
 def authenticated() -> bool:
     """The request carries the API token, or the cluster token another node forwards with."""
-    config = runtime().config
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer "):
+    return token_accepted(runtime().config, request.headers.get("Authorization", ""))
+
+
+def token_accepted(config, authorization: str) -> bool:
+    """Whether an ``Authorization`` header value holds the API or the cluster token."""
+    if not authorization.startswith("Bearer "):
         return False
-    given_token = given[7:].strip().encode()
+    given_token = authorization[7:].strip().encode()
     return any(hmac.compare_digest(given_token, token.encode())
                for token in (config.auth_token, config.cluster_token) if token)
 
@@ -43,6 +48,44 @@ def init_app(app: Flask) -> None:
                                "(the token set by AGENTFLOW_API_TOKEN or server.auth_token)")
 
 
+class Answer:
+    """What an idempotent request answers: ``body`` with ``status``; ``error`` when it
+    is an API error's envelope (its response may carry headers, e.g. Retry-After)."""
+
+    __slots__ = ("body", "status", "error")
+
+    def __init__(self, body: dict, status: int, error: ApiError | None = None):
+        self.body, self.status, self.error = body, status, error
+
+
+def answer_once(log: RequestLog, rid: str, endpoint: str, raw_body: bytes, wait_limit: float,
+                view: Callable[[], tuple[dict, int, bool]], error_meta: Callable[[], dict],
+                replay_status=None) -> Answer:
+    """The idempotency protocol of a POST with ``X-Request-ID`` (for the Flask views and
+    the fast path of POST /execute): claim the id, or answer with what it answered before.
+
+    ``view()`` returns ``(body, status, stored)``; ``stored`` says the view stored the
+    answer itself, in the transaction of its audit row. An API error it raises is stored
+    and answered; anything else releases the claim (a retry runs it again) and propagates.
+    """
+    replay = log.begin(rid, endpoint, wait_limit, body_sha256=hashlib.sha256(raw_body).hexdigest())
+    if replay is not None:
+        status = replay_status(replay.body, replay.http_status) if replay_status else replay.http_status
+        return Answer(replay.body, status)
+    try:
+        body, status, stored = view()
+    except ApiError as err:
+        body = error_envelope(err, error_meta())
+        log.settle(rid, err.http_status, body)
+        return Answer(body, err.http_status, err)
+    except BaseException:
+        log.release(rid)
+        raise
+    if not stored:
+        log.settle(rid, status, body)
+    return Answer(body, status)
+
+
 def idempotent(endpoint: str, wait_limit: float = 900.0, replay_status=None):
     """Answer a retried POST (same ``X-Request-ID``) with the stored response.
 
@@ -60,29 +103,20 @@ def idempotent(endpoint: str, wait_limit: float = 900.0, replay_status=None):
                 body, status = view(*args, **kwargs)
                 return json_response(body, status)
             g.request_id = rid  # its length and characters were checked before the view
-            log = runtime().requests
-            digest = hashlib.sha256(request.get_data(cache=True)).hexdigest()
-            replay = log.begin(rid, endpoint, wait_limit, body_sha256=digest)
-            if replay is not None:
-                status = replay_status(replay.body, replay.http_status) if replay_status else replay.http_status
-                return json_response(replay.body, status)
-            g.idempotent = True
-            try:
+
+            def claimed():
+                g.idempotent = True
                 body, status = view(*args, **kwargs)
-            except ApiError as err:
-                response = api_error_response(err)
-                log.settle(rid, err.http_status, response.get_json())
-                return response
-            except BaseException:
-                log.release(rid)
-                raise
-            if not g.get("answer_stored"):
-                log.settle(rid, status, body)
-            return json_response(body, status)
+                return body, status, bool(g.get("answer_stored"))
+
+            answer = answer_once(runtime().requests, rid, endpoint, request.get_data(cache=True), wait_limit,
+                                 claimed, base_meta, replay_status)
+            return api_error_response(answer.error, answer.body) if answer.error else \
+                json_response(answer.body, answer.status)
 
         return run
 
     return wrap
 
 
-__all__ = ["authenticated", "idempotent", "init_app", "request_id"]
+__all__ = ["Answer", "answer_once", "authenticated", "idempotent", "init_app", "request_id", "token_accepted"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from ...runtime import Runtime
 from ...runtime.errors import http_status
 from ..envelope import envelope, load_body, request_id, runtime
 from ..forward import forwarded
@@ -17,16 +18,25 @@ _execute_body, _batch_body = ExecuteBody(), BatchBody()
 @idempotent("execute")
 def execute():
     body = load_body(_execute_body)
-    rt = runtime()
-    final_write = None
-    if g.get("idempotent"):
-        rid = request_id()
-        final_write = lambda env: rt.requests.settle_row(rid, http_status(env["code"]), env)  # noqa: E731
-        g.answer_stored = True
-    result = rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
-                                 timeout=body["timeout"], trace_id=body["trace_id"], request_id=request_id(),
-                                 final_write=final_write, forwardable=True)
+    claimed = bool(g.get("idempotent"))
+    g.answer_stored = claimed
+    result = run_call(runtime(), body, request_id(), claimed)
     return result, http_status(result["code"])
+
+
+def run_call(rt: Runtime, body: dict, rid: str, claimed: bool) -> dict:
+    """Run one validated /execute body; with ``claimed``, the answer is stored for
+    replay in the transaction of the call's audit row.
+
+    Raises:
+        ForwardCall: the worker's session is on another node (nothing ran here).
+    """
+    final_write = None
+    if claimed:
+        final_write = lambda env: rt.requests.settle_row(rid, http_status(env["code"]), env)  # noqa: E731
+    return rt.executor.execute(worker_id=body["worker_id"], action=body["action"], params=body["params"],
+                               timeout=body["timeout"], trace_id=body["trace_id"], request_id=rid,
+                               final_write=final_write, forwardable=True)
 
 
 @bp.post("/execute/batch")
