@@ -171,3 +171,27 @@ def format_summary(summary: dict, label: str = "") -> str:
     if summary["errors"]:
         line += f"; errors {json.dumps(summary['errors'])}"
     return line
+
+
+def ratios(ours: dict, anchor: dict) -> dict:
+    """ours/anchor of server CPU per call, p99 latency and requests/s, per row key."""
+    out = {}
+    for key, row in ours.items():
+        base = anchor.get(key)
+        if not base:
+            continue
+        out[key] = {"cpu": _ratio(row.get("server_cpu_ms_per_call"), base.get("server_cpu_ms_per_call")),
+                    "p99": _ratio(row["p99_ms"], base["p99_ms"]),
+                    "req_s": _ratio(row["requests_per_s"], base["requests_per_s"])}
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def format_ratios(table: dict) -> list[str]:
+    lines = ["ours / anchor (server CPU per call, p99, req/s)"]
+    for key, r in table.items():
+        lines.append(f"  c={key:<7} cpu {r['cpu']}x   p99 {r['p99']}x   req/s {r['req_s']}x")
+    return lines

@@ -25,7 +25,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agentflow.bench import format_summary, run_bench  # noqa: E402
+from agentflow.bench import format_ratios, format_summary, ratios, run_bench  # noqa: E402
 from tests.support.server import free_port, start_server  # noqa: E402
 
 CLIENTS = (1, 8, 32, 64)
@@ -59,16 +59,6 @@ def measure(url: str, pid: int, duration: float, action: str) -> dict:
     return rows
 
 
-def ratios(ours: dict, anchor: dict) -> dict:
-    out = {}
-    for key, row in ours.items():
-        base = anchor[key]
-        out[key] = {"cpu": round(row["server_cpu_ms_per_call"] / base["server_cpu_ms_per_call"], 2),
-                    "p99": round(row["p99_ms"] / base["p99_ms"], 2),
-                    "req_s": round(row["requests_per_s"] / base["requests_per_s"], 2)}
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=float, default=5.0)
@@ -89,9 +79,7 @@ def main() -> int:
     finally:
         srv.stop()
     table = ratios(ours, base)
-    print("\nours / anchor (server CPU per call, p99, req/s)")
-    for key, r in table.items():
-        print(f"  c={key:<7} cpu {r['cpu']:>5}×   p99 {r['p99']:>5}×   req/s {r['req_s']:>5}×")
+    print("\n" + "\n".join(format_ratios(table)))
     if args.json:
         Path(args.json).write_text(json.dumps({"anchor": base, "ours": ours, "ratios": table}, indent=2))
     return 0

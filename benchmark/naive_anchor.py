@@ -9,6 +9,7 @@ import os
 import time
 
 from flask import Flask, request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy import JSON, Column, Float, Integer, MetaData, String, Table, create_engine, event, insert
 
 engine = create_engine(f"sqlite:///{os.environ.get('ANCHOR_DB', 'anchor.db')}", connect_args={"timeout": 30})
@@ -22,7 +23,10 @@ def _wal(conn, _record) -> None:
 
 calls = Table("calls", MetaData(), Column("id", Integer, primary_key=True), Column("worker_id", String(128)),
               Column("action", String(128)), Column("params", JSON), Column("at", Float))
-calls.metadata.create_all(engine)
+try:
+    calls.metadata.create_all(engine)
+except OperationalError:  # the other worker created it first
+    pass
 app = Flask(__name__)
 
 
