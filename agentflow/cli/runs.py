@@ -375,7 +375,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _export_benchmark(args: argparse.Namespace) -> int:
-    from ..synthesis.benchmark import export_benchmark
+    from ..synthesis.benchmark import export_benchmark, jsonl_line
 
     wrong = [flag for flag, value in (("--min-score", args.min_score), ("--outcome", args.outcome),
                                       ("--dedup", args.dedup), ("--scoring", args.scoring),
@@ -393,7 +393,7 @@ def _export_benchmark(args: argparse.Namespace) -> int:
     engine.dispose()
     if written["file"] is None:
         for line in written["lines"]:
-            print(json.dumps(line, ensure_ascii=False))
+            print(jsonl_line(line))
     else:
         print(f"wrote {written['tasks']} tasks to {written['file']}")
         print(f"run them: agentflow rollout --config CONFIG --data-path {written['file']} --n-samples 8; "

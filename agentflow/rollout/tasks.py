@@ -120,7 +120,9 @@ def _read_file(path: Path):
             raise ConfigError(f"{path}: expected a list of tasks or {{\"tasks\": [...]}}")
         yield from ((r, i + 1) for i, r in enumerate(data))
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and
+    # other characters a JSON string may hold unescaped
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

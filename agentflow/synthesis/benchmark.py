@@ -201,6 +201,19 @@ def benchmark_lines(synthesis_run_id: str, rows) -> list[dict]:
     return lines
 
 
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def jsonl_line(value: Any) -> str:
+    """``value`` as one JSON line, readable text kept (``ensure_ascii=False``) but with
+    the characters other readers take for line breaks (U+2028, U+2029, U+0085, which
+    JSON allows unescaped) escaped, so a line is one task whatever reads it."""
+    text = json.dumps(value, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKS.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
 def export_benchmark(session: Session, synthesis_run_id: str, output: str | Path | None = None,
                      flt: SolvedFilter | None = None) -> dict:
     """Write the run's accepted QA pairs (those ``flt`` keeps) as a rollout benchmark
@@ -223,5 +236,5 @@ def export_benchmark(session: Session, synthesis_run_id: str, output: str | Path
         return {"file": None, "tasks": len(lines), "lines": lines}
     target = Path(output) if output else Path(run.output_dir or ".") / BENCHMARK_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_lines(target, (json.dumps(x, ensure_ascii=False) for x in lines))
+    write_lines(target, (jsonl_line(x) for x in lines))
     return {"file": str(target), "tasks": len(lines), "lines": lines}

@@ -177,3 +177,119 @@ def test_the_link_survives_a_resume_and_a_rescore_updates_the_difficulty(server,
     assert {r["difficulty"][0]["metric"] for r in rows} == {"contains_answer"}
     assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N)) == []
     engine.dispose()
+
+
+HOSTILE = "Which value closes «the chain» \"quoted\"\n<script>alert(1)</script>' OR 1=1; --\u2028\x00 {tag}?"
+
+
+def test_hostile_qa_text_round_trips_through_the_benchmark_file(server, make_config, tmp_path, capsys):
+    import hashlib
+    import re
+
+    from tests.synthesis.conftest import echo_qa
+
+    def qa(req):
+        tag = hashlib.sha1(req["messages"][-1]["content"].encode()).hexdigest()[:12]
+        values = re.findall(r'"value": "([^"]+)"', req["messages"][-1]["content"])
+        return echo_qa(req, question=HOSTILE.format(tag=tag) + " " + values[0], answer=values[-1])
+
+    with FakeOpenAI(echo_explorer(qa=qa)) as fake:
+        cfg = make_config(base_url=fake.base_url, max_depth=2, branching_factor=1, min_depth=2,
+                          question_similarity_threshold=0.999)
+        rep = synthesize(cfg, seeds=SEEDS[:2])
+        assert rep["qa"]["accepted"] == 2, rep["qa"]
+    capsys.readouterr()
+    assert main(["runs", "export", cfg["run_id"], "--as-benchmark", "-o", "-", "--database-url", server.db_url]) == 0
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert len(lines) == 2  # one JSON line per task: the newlines inside are escaped
+    engine, s = _db(server.db_url)
+    with s:
+        stored = {q.id: (q.question, q.answer) for q in s.scalars(select(SynthesisQA).where(
+            SynthesisQA.run_id == cfg["run_id"]))}
+    engine.dispose()
+    for line in lines:
+        assert (line["question"], line["answer"]) == stored[line["synthesis"]["qa_id"]]
+        assert "<script>" in line["question"] and "\n" in line["question"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--solved", "3-1"], "from low to high"),
+    (["--solved", "x"], "must be N or N-M"),
+    (["--solved", "-1"], "must be N or N-M"),
+    (["--of", "0"], "at least 1"),
+    (["--of", "eight"], "whole number"),
+    (["--solved", "1-5", "--of", "4"], "more solves than --of 4"),
+])
+def test_bad_solved_filters_are_refused_before_the_database_is_opened(tmp_path, capsys, flags, message):
+    db = f"sqlite:///{tmp_path}/never.db"
+    for command in (["runs", "qa", "some-run"], ["runs", "export", "some-run", "--as-benchmark"]):
+        assert main([*command, *flags, "--database-url", db]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_wrong_runs_and_flag_mixes_get_a_clear_error(server, make_config, tmp_path, capsys):
+    db = ["--database-url", server.db_url]
+    assert main(["runs", "export", "no-such-run", "--as-benchmark", *db]) == 2
+    assert "no synthesis run 'no-such-run'" in capsys.readouterr().err
+    assert main(["runs", "qa", "no-such-run", *db]) == 2
+    assert "no synthesis run 'no-such-run'" in capsys.readouterr().err
+    assert main(["runs", "export", "x", "--as-benchmark", "--format", "sharegpt", *db]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main(["runs", "export", "x", "--solved", "1-3", *db]) == 2
+    assert "only apply with --as-benchmark" in capsys.readouterr().err
+    assert main(["runs", "export", "x", "--as-benchmark", "--min-score", "1", *db]) == 2
+    assert "do not apply with --as-benchmark" in capsys.readouterr().err
+    with FakeOpenAI("Final Answer: x") as fake:  # a rollout run is not a synthesis run
+        rollout(_rollout_config(server, tmp_path, _tasks(tmp_path, [{"id": "t", "question": "q?", "answer": "x"}]),
+                                fake.base_url, "ro-not-synth", n_samples=1), progress=False)
+    assert main(["runs", "export", "ro-not-synth", "--as-benchmark", *db]) == 2
+    assert "is a rollout run" in capsys.readouterr().err
+    assert main(["runs", "qa", "ro-not-synth", *db]) == 2
+    assert "is a rollout run" in capsys.readouterr().err
+
+
+def _tasks(tmp_path, rows, name="tasks.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_task_lines_naming_no_real_qa_pair_run_but_link_nothing(server, make_config, tmp_path, capsys, caplog):
+    synth = _synthesized(make_config, tmp_path)
+    lines = _export(server, synth, tmp_path / "bench.jsonl", capsys)
+    good, other = lines[0], lines[1]
+    rows = [
+        good,  # the one real link
+        {**other, "id": "edited", "question": other["question"] + " (edited)"},  # the question changed
+        {**other, "id": "other-run", "synthesis": {**other["synthesis"], "run_id": "another-run"}},
+        {**other, "id": "missing", "synthesis": {"run_id": synth["run_id"], "qa_id": 10 ** 9}},
+        {**other, "id": "string-id", "synthesis": {"run_id": synth["run_id"], "qa_id": str(other["synthesis"]["qa_id"])}},
+        {**other, "id": "bool-id", "synthesis": {"run_id": synth["run_id"], "qa_id": True}},
+        {**other, "id": "not-an-object", "synthesis": "'; DROP TABLE synthesis_qa; --"},
+        {**other, "id": "list", "synthesis": [1, 2]},
+    ]
+    answers = {r["question"]: r["answer"] for r in rows}
+    with FakeOpenAI(Agent(answers, {q: 99 for q in answers})) as fake:
+        summary = rollout(_rollout_config(server, tmp_path, _tasks(tmp_path, rows), fake.base_url, "ro-hostile",
+                                          n_samples=2), progress=False)
+    assert summary["status"] == "success" and summary["completed"] == len(rows) * 2
+    assert "7 of 8 task(s) name a synthesized QA pair that is not linked" in caplog.text
+    engine, s = _db(server.db_url)
+    with s:
+        linked = s.execute(select(SynthesisQAAttempt.qa_id, RolloutAttempt.task_id).join(
+            RolloutAttempt, RolloutAttempt.id == SynthesisQAAttempt.attempt_id)
+            .where(SynthesisQAAttempt.rollout_run_id == "ro-hostile")).all()
+        assert sorted(linked) == [(good["synthesis"]["qa_id"], good["id"])] * 2
+        assert s.scalar(select(func.count()).select_from(SynthesisQA)) > 0  # nothing was dropped
+    engine.dispose()
+
+
+def test_a_benchmark_line_holding_a_raw_line_separator_is_one_task(tmp_path):
+    # JSON allows U+2028 / U+0085 unescaped inside strings; JSONL lines end at "\n" only
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"id": "a", "question": "one\u2028two\x85three", "answer": "x"}\n'
+                    '{"id": "b", "question": "second", "answer": "y"}\r\n', encoding="utf-8")
+    tasks = load_tasks(path)
+    assert [(t.id, t.question) for t in tasks] == [("a", "one\u2028two\x85three"), ("b", "second")]
