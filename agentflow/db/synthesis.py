@@ -205,7 +205,7 @@ class SynthesisQA(Base):
     """``accepted`` or ``rejected``."""
     reason: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     """The first failed check: ``malformed``, ``too_long``, ``too_short``, ``answer_leaked``,
-    ``unsupported_answer``, ``too_few_hops``, ``duplicate_question``, ``model_error``."""
+    ``unsupported_answer``, ``too_few_hops``, ``overlaps_benchmark``, ``duplicate_question``, ``model_error``."""
     checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Every check's outcome and details."""
     question: Mapped[Optional[str]] = mapped_column(Text)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from ..config import ConfigError
 
-__all__ = ["Task", "dataset_checksum", "load_tasks", "select_tasks"]
+__all__ = ["Task", "dataset_checksum", "load_tasks", "read_records", "select_tasks"]
 
 _ID_KEYS = ("id", "task_id")
 _QUESTION_KEYS = ("question", "query", "input")
@@ -100,6 +100,16 @@ def dataset_checksum(tasks: list[Task]) -> str:
         h.update(json.dumps(task.identity(), sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
+
+
+def read_records(path: str | os.PathLike):
+    """The records of a task file with their line numbers (JSON: their 1-based
+    position), unchecked: ``(record, line)`` pairs.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not valid JSON / JSONL.
+    """
+    return _read_file(Path(path))
 
 
 def _read_file(path: Path):
