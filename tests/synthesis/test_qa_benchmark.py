@@ -129,6 +129,12 @@ def test_synthesized_qa_runs_as_a_benchmark_and_gets_its_pass_at_k_back(server, 
     assert all(r["difficulty"][0]["solved"] in (1, 2) for r in rows)
     assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N + 1)) == []
     assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--model", "weak-model") == []
+    capsys.readouterr()
+    assert main(["runs", "qa", synth["run_id"], "--solved", "1-3", "--of", str(N), "--database-url",
+                 server.db_url]) == 0
+    text = capsys.readouterr().out
+    assert "solved 2/4 by strong-model (ro-qa) pass@1 0.500" in text and "solved 1/4 by strong-model" in text
+    assert "2 QA pair(s) matched" in text and "solved 0/4" not in text and "solved 4/4" not in text
     everything = _qa_cli(server, synth["run_id"], capsys)
     assert len(everything) == len(tasks) and all(len(r["difficulty"]) == 1 for r in everything)
 

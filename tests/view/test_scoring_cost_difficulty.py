@@ -67,9 +67,9 @@ def test_synthesis_run_shows_cost_per_accepted_qa_and_each_pairs_difficulty(page
         assert "1/2" in cell and "pass@1 0.500" in cell and "strong" in cell
     rejected = page.tab.locator("#qa-table tr.qa-rejected td.difficulty").all_inner_texts()
     assert rejected and all(t.strip() == "not run" for t in rejected)
+    page.shot("synthesis-run-difficulty")
     page.tab.click(f'#qa-table tr:has(a[href$="#qa-{accepted[0]}"]) td.difficulty a')
     page.tab.wait_for_url(f"**/rollout/{built.rollout_qa}")
-    page.shot("synthesis-run-difficulty")
 
 
 @pytest.mark.parametrize("query, message", [("scoring=999999", "has no scoring 999999"),
