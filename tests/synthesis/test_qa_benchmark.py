@@ -299,3 +299,33 @@ def test_a_benchmark_line_holding_a_raw_line_separator_is_one_task(tmp_path):
                     '{"id": "b", "question": "second", "answer": "y"}\r\n', encoding="utf-8")
     tasks = load_tasks(path)
     assert [(t.id, t.question) for t in tasks] == [("a", "one\u2028two\x85three"), ("b", "second")]
+
+
+def test_a_qa_pair_deleted_while_the_rollout_runs_loses_no_attempt(server, make_config, tmp_path, capsys, caplog):
+    synth = _synthesized(make_config, tmp_path)
+    lines = _export(server, synth, tmp_path / "bench.jsonl", capsys)
+    gone = lines[0]
+    answers = {line["question"]: line["answer"] for line in lines}
+    agent = Agent(answers, {q: 99 for q in answers})
+
+    def script(req):  # the synthesis row of the first task vanishes before its first attempt is stored
+        if gone["question"] in first_user(req):
+            engine, s = _db(server.db_url)
+            with s:
+                s.execute(SynthesisQA.__table__.delete().where(SynthesisQA.id == gone["synthesis"]["qa_id"]))
+                s.commit()
+            engine.dispose()
+        return agent(req)
+
+    with FakeOpenAI(script) as fake:
+        summary = rollout(_rollout_config(server, tmp_path, tmp_path / "bench.jsonl", fake.base_url, "ro-gone",
+                                          max_workers=1), progress=False)
+    assert summary["status"] == "success" and summary["completed"] == len(lines) * N
+    assert f"synthesized QA pair {gone['synthesis']['qa_id']} is no longer in the database" in caplog.text
+    engine, s = _db(server.db_url)
+    with s:
+        linked = s.scalar(select(func.count()).select_from(SynthesisQAAttempt)
+                          .where(SynthesisQAAttempt.rollout_run_id == "ro-gone"))
+        stored = s.scalar(select(func.count()).select_from(RolloutAttempt).where(RolloutAttempt.run_id == "ro-gone"))
+    engine.dispose()
+    assert stored == len(lines) * N and linked == (len(lines) - 1) * N
