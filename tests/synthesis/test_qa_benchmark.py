@@ -79,9 +79,9 @@ def _export(server, cfg, out, capsys) -> list[dict]:
     return read_jsonl(out)
 
 
-def _qa_cli(server, synth_id, capsys, *flags) -> list[dict]:
+def _qa_cli(db_url, synth_id, capsys, *flags) -> list[dict]:
     capsys.readouterr()
-    assert main(["runs", "qa", synth_id, "--json", "--database-url", server.db_url, *flags]) == 0
+    assert main(["runs", "qa", synth_id, "--json", "--database-url", db_url, *flags]) == 0
     return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
 
 
@@ -124,18 +124,18 @@ def test_synthesized_qa_runs_as_a_benchmark_and_gets_its_pass_at_k_back(server, 
         assert d.pass_at_k[f"pass@{N}"] == (1.0 if solved else 0.0)
 
     # "QA that a strong model solves 1-3 of N times"
-    rows = _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N), "--model", "strong-model")
+    rows = _qa_cli(server.db_url, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N), "--model", "strong-model")
     assert sorted(r["question"] for r in rows) == sorted(q for q, n in wanted.items() if 1 <= n <= 3)
     assert all(r["difficulty"][0]["solved"] in (1, 2) for r in rows)
-    assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N + 1)) == []
-    assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--model", "weak-model") == []
+    assert _qa_cli(server.db_url, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N + 1)) == []
+    assert _qa_cli(server.db_url, synth["run_id"], capsys, "--solved", "1-3", "--model", "weak-model") == []
     capsys.readouterr()
     assert main(["runs", "qa", synth["run_id"], "--solved", "1-3", "--of", str(N), "--database-url",
                  server.db_url]) == 0
     text = capsys.readouterr().out
     assert "solved 2/4 by strong-model (ro-qa) pass@1 0.500" in text and "solved 1/4 by strong-model" in text
     assert "2 QA pair(s) matched" in text and "solved 0/4" not in text and "solved 4/4" not in text
-    everything = _qa_cli(server, synth["run_id"], capsys)
+    everything = _qa_cli(server.db_url, synth["run_id"], capsys)
     assert len(everything) == len(tasks) and all(len(r["difficulty"]) == 1 for r in everything)
 
     # the same filter on the export: the hard subset as a new benchmark
@@ -178,10 +178,10 @@ def test_the_link_survives_a_resume_and_a_rescore_updates_the_difficulty(server,
         assert {(d.samples, d.solved) for (d,) in diff.values()} == {(N, 1)}
 
     assert main(["runs", "rescore", "ro-resume", "--metric", "contains_answer", "--database-url", server.db_url]) == 0
-    rows = _qa_cli(server, synth["run_id"], capsys)
+    rows = _qa_cli(server.db_url, synth["run_id"], capsys)
     assert [r["difficulty"][0]["solved"] for r in rows] == [N] * len(tasks)
     assert {r["difficulty"][0]["metric"] for r in rows} == {"contains_answer"}
-    assert _qa_cli(server, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N)) == []
+    assert _qa_cli(server.db_url, synth["run_id"], capsys, "--solved", "1-3", "--of", str(N)) == []
     engine.dispose()
 
 
