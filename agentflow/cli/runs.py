@@ -273,6 +273,23 @@ def _rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _difficulty_line(session, run_id: str, accepted: int) -> str:
+    """``difficulty  3 of 4 accepted QA run as a benchmark by 1 rollout run(s); ...``"""
+    from sqlalchemy import distinct, func, select
+
+    from ..db.synthesis import QA_ACCEPTED, SynthesisQA, SynthesisQAAttempt
+
+    linked = session.execute(
+        select(func.count(distinct(SynthesisQAAttempt.qa_id)), func.count(distinct(SynthesisQAAttempt.rollout_run_id)))
+        .join(SynthesisQA, SynthesisQA.id == SynthesisQAAttempt.qa_id)
+        .where(SynthesisQA.run_id == run_id, SynthesisQA.status == QA_ACCEPTED)).one()
+    if not linked[0]:
+        return (f"  difficulty  not run as a benchmark yet: agentflow runs export {run_id} --as-benchmark, then "
+                f"agentflow rollout over the file with n_samples")
+    return (f"  difficulty  {linked[0]} of {accepted} accepted QA run as a benchmark by {linked[1]} rollout run(s); "
+            f"see agentflow runs qa {run_id} [--solved N-M --of K]")
+
+
 def _show_synthesis(session, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -288,6 +305,7 @@ def _show_synthesis(session, args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2, default=str))
         return 0
     print(format_report(rep))
+    print(_difficulty_line(session, run.id, rep["qa"]["accepted"]))
     line = _claims_line(session, "synthesis", run.id)
     if line and rep["status"] != "success":
         print(line)

@@ -87,6 +87,8 @@ def _qa_cli(db_url, synth_id, capsys, *flags) -> list[dict]:
 
 def test_synthesized_qa_runs_as_a_benchmark_and_gets_its_pass_at_k_back(server, make_config, tmp_path, capsys):
     synth = _synthesized(make_config, tmp_path)
+    assert main(["runs", "show", synth["run_id"], "--database-url", server.db_url]) == 0
+    assert "difficulty  not run as a benchmark yet" in capsys.readouterr().out
     lines = _export(server, synth, tmp_path / "bench.jsonl", capsys)
 
     # the file is a benchmark rollout reads, keeping each seed's kwargs and naming its QA row
@@ -135,6 +137,9 @@ def test_synthesized_qa_runs_as_a_benchmark_and_gets_its_pass_at_k_back(server, 
     text = capsys.readouterr().out
     assert "solved 2/4 by strong-model (ro-qa) pass@1 0.500" in text and "solved 1/4 by strong-model" in text
     assert "2 QA pair(s) matched" in text and "solved 0/4" not in text and "solved 4/4" not in text
+    assert main(["runs", "show", synth["run_id"], "--database-url", server.db_url]) == 0
+    assert f"difficulty  {len(tasks)} of {len(tasks)} accepted QA run as a benchmark by 1 rollout run(s)" \
+        in capsys.readouterr().out
     everything = _qa_cli(server.db_url, synth["run_id"], capsys)
     assert len(everything) == len(tasks) and all(len(r["difficulty"]) == 1 for r in everything)
 
