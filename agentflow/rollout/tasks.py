@@ -117,6 +117,8 @@ def _read_file(path: Path):
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"task file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
         raise ConfigError(f"cannot read task file {path}: {err}") from err
     if path.suffix.lower() == ".json":

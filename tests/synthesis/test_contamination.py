@@ -117,6 +117,7 @@ def _bad_files(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
     (tmp_path / "punct.jsonl").write_text('{"question": "?!"}\n', encoding="utf-8")
     (tmp_path / "list.json").write_text('{"not": "tasks"}', encoding="utf-8")
+    (tmp_path / "binary.jsonl").write_bytes(b'{"question": "caf\xe9 \xff\xfe"}\n')
 
 
 @pytest.mark.parametrize("value, message", [
@@ -128,6 +129,7 @@ def _bad_files(tmp_path):
     ({"benchmarks": ["empty.jsonl"]}, "has no questions"),
     ({"benchmarks": ["punct.jsonl"]}, "has no questions"),
     ({"benchmarks": ["list.json"]}, "expected a list of tasks"),
+    ({"benchmarks": ["binary.jsonl"]}, r"binary.jsonl: not UTF-8 text \(byte 17: invalid continuation byte"),
     ({"benchmarks": []}, "non-empty list of benchmark files"),
     ({"benchmarks": "bench.jsonl", "ngram": 0}, r"'contamination.ngram' must be an integer >= 1"),
     ({"benchmarks": ["bench.jsonl"], "ngram": 65}, r"'contamination.ngram' must be an integer in \[1, 64\]"),

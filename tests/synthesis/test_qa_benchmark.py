@@ -334,3 +334,12 @@ def test_a_qa_pair_deleted_while_the_rollout_runs_loses_no_attempt(server, make_
         stored = s.scalar(select(func.count()).select_from(RolloutAttempt).where(RolloutAttempt.run_id == "ro-gone"))
     engine.dispose()
     assert stored == len(lines) * N and linked == (len(lines) - 1) * N
+
+
+def test_a_benchmark_file_that_is_not_utf8_is_a_clear_error(tmp_path):
+    from agentflow.config import ConfigError
+
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"id": "a", "question": "café?", "answer": "x"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.jsonl: not UTF-8 text \(byte 28"):
+        load_tasks(path)
