@@ -70,6 +70,12 @@ def test_synthesis_run_shows_cost_per_accepted_qa_and_each_pairs_difficulty(page
     page.shot("synthesis-run-difficulty")
     page.tab.click(f'#qa-table tr:has(a[href$="#qa-{accepted[0]}"]) td.difficulty a')
     page.tab.wait_for_url(f"**/rollout/{built.rollout_qa}")
+    assert page.tab.inner_text("#sources") == (f"Tasks are synthesized QA pairs of {built.synthesis} "
+                                               f"({len(accepted)}): each pair's pass@k is shown there.")
+    page.tab.click("#sources a")
+    page.tab.wait_for_url(f"**/synthesis/{built.synthesis}")
+    page.goto(f"/rollout/{built.rollout_a}")
+    assert page.tab.locator("#sources").count() == 0
 
 
 @pytest.mark.parametrize("query, message", [("scoring=999999", "has no scoring 999999"),

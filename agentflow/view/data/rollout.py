@@ -81,6 +81,18 @@ def scorings(session: Session, run: RolloutRun) -> list[RolloutScoring]:
     return list_scorings(session, run.id)
 
 
+def synthesis_sources(session: Session, run: RolloutRun) -> list[tuple[str, int]]:
+    """``[(synthesis run id, QA pairs)]`` whose QA this run answered as a benchmark
+    (``agentflow runs export SYNTH --as-benchmark``)."""
+    from ...db.synthesis import SynthesisQA, SynthesisQAAttempt
+
+    return [tuple(r) for r in session.execute(
+        select(SynthesisQA.run_id, func.count(func.distinct(SynthesisQAAttempt.qa_id)))
+        .join(SynthesisQA, SynthesisQA.id == SynthesisQAAttempt.qa_id)
+        .where(SynthesisQAAttempt.rollout_run_id == run.id).group_by(SynthesisQA.run_id)
+        .order_by(SynthesisQA.run_id))]
+
+
 def run_summary(session: Session, run: RolloutRun, scoring: RolloutScoring | None = None) -> dict:
     """The run's summary: the stored one of a finished run, else a live one; with
     ``scoring``, computed under that rescoring (accuracy, pass@k, its judge's cost)."""

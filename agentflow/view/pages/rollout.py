@@ -28,6 +28,7 @@ def run(run_id: str):
                       title="newest attempts by score")
     return render_template("rollout_run.html", run=run, summary=data.run_summary(session, run, scoring), table=table,
                            scoring=scoring, scorings=data.scorings(session, run),
+                           sources=data.synthesis_sources(session, run),
                            original_metric=(run.spec or {}).get("metric") if (run.spec or {}).get("scoring") else None,
                            hist=hist, chart=chart, n_samples=data.n_samples(run), sort_keys=data.SORT_KEYS,
                            outcomes=data.OUTCOME_FILTERS, per_page=data.PER_PAGE,
