@@ -46,17 +46,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", dest="fmt", metavar="FORMAT",
                    help="write training data instead: openai-chat, sharegpt or sft-jsonl (one record per kept "
                         "trajectory; see docs/rollout.md)")
-    p.add_argument("--output", help="--format: the JSONL file (default: <run output_dir>/train-<format>.jsonl)")
+    p.add_argument("-o", "--output", help="--format: the JSONL file (default: <run output_dir>/train-<format>.jsonl); "
+                                          "--as-benchmark: the benchmark file (default: <run output_dir>/"
+                                          "benchmark.jsonl; - for stdout)")
     p.add_argument("--min-score", help="--format: keep trajectories scoring at least this (0..1)")
     p.add_argument("--outcome", help="--format: keep trajectories with this outcome (e.g. completed)")
     p.add_argument("--dedup", action="store_true",
                    help="--format: drop a trajectory equal to an earlier one (tool call ids aside)")
     p.add_argument("--scoring", type=int, metavar="ID",
                    help="--format: the scores of this rescoring (default: the newest, else the run's own)")
+    p.add_argument("--as-benchmark", action="store_true",
+                   help="a synthesis run: write its accepted QA pairs as a rollout benchmark (JSONL), each task "
+                        "linked to its QA pair so a rollout over it writes back the pair's pass@k")
+    _solved_flags(p, "--as-benchmark: ")
     p.set_defaults(func=_export)
+    p = rsub.add_parser("qa", help="a synthesis run's accepted QA pairs with their difficulty (pass@k from the "
+                                   "rollouts that ran them as a benchmark)")
+    p.add_argument("run_id")
+    _solved_flags(p, "")
+    p.add_argument("--json", action="store_true", help="print JSON lines (one per QA pair)")
+    p.set_defaults(func=_qa)
     for action in rsub.choices.values():
         action.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in "
                                                    "AGENTFLOW_HOME)")
+
+
+def _solved_flags(p, prefix: str) -> None:
+    p.add_argument("--solved", metavar="N[-M]",
+                   help=prefix + "keep QA pairs solved N to M times (e.g. 1-3) by a rollout that ran them")
+    p.add_argument("--of", metavar="K", help=prefix + "... in exactly K scored samples (the rollout's n_samples)")
+    p.add_argument("--rollout", metavar="RUN", help=prefix + "count only this rollout run")
+    p.add_argument("--model", help=prefix + "count only rollout runs of this model")
+
+
+def _solved_filter(args):
+    from ..synthesis.benchmark import BadSolvedFilter, parse_solved
+
+    try:
+        return parse_solved(args.solved, args.of, rollout=args.rollout, model=args.model)
+    except BadSolvedFilter as err:
+        raise CommandError(str(err)) from err
 
 
 def _session(args):
@@ -244,6 +273,23 @@ def _rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _difficulty_line(session, run_id: str, accepted: int) -> str:
+    """``difficulty  3 of 4 accepted QA run as a benchmark by 1 rollout run(s); ...``"""
+    from sqlalchemy import distinct, func, select
+
+    from ..db.synthesis import QA_ACCEPTED, SynthesisQA, SynthesisQAAttempt
+
+    linked = session.execute(
+        select(func.count(distinct(SynthesisQAAttempt.qa_id)), func.count(distinct(SynthesisQAAttempt.rollout_run_id)))
+        .join(SynthesisQA, SynthesisQA.id == SynthesisQAAttempt.qa_id)
+        .where(SynthesisQA.run_id == run_id, SynthesisQA.status == QA_ACCEPTED)).one()
+    if not linked[0]:
+        return (f"  difficulty  not run as a benchmark yet: agentflow runs export {run_id} --as-benchmark, then "
+                f"agentflow rollout over the file with n_samples")
+    return (f"  difficulty  {linked[0]} of {accepted} accepted QA run as a benchmark by {linked[1]} rollout run(s); "
+            f"see agentflow runs qa {run_id} [--solved N-M --of K]")
+
+
 def _show_synthesis(session, args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
@@ -259,6 +305,7 @@ def _show_synthesis(session, args: argparse.Namespace) -> int:
         print(json.dumps(rep, indent=2, default=str))
         return 0
     print(format_report(rep))
+    print(_difficulty_line(session, run.id, rep["qa"]["accepted"]))
     line = _claims_line(session, "synthesis", run.id)
     if line and rep["status"] != "success":
         print(line)
@@ -307,6 +354,16 @@ def _export(args: argparse.Namespace) -> int:
     from ..rollout.store import export_run
     from ..synthesis.store import export_run as export_synthesis
 
+    if args.fmt is not None and args.as_benchmark:
+        raise CommandError("--format (a training export of a rollout run) and --as-benchmark (a synthesis run's QA "
+                           "as a benchmark) exclude each other")
+    if args.as_benchmark:
+        return _export_benchmark(args)
+    benchmark_only = [flag for flag, value in (("--solved", args.solved), ("--of", args.of),
+                                               ("--rollout", args.rollout), ("--model", args.model))
+                      if value is not None]
+    if benchmark_only:
+        raise CommandError(f"{', '.join(benchmark_only)} only apply with --as-benchmark")
     if args.fmt is not None:
         return _export_training(args)
     training_only = [flag for flag, value in (("--output", args.output), ("--min-score", args.min_score),
@@ -332,4 +389,58 @@ def _export(args: argparse.Namespace) -> int:
     for key in keys:
         if summary.get(key):
             print(f"wrote {summary[key]}")
+    return 0
+
+
+def _export_benchmark(args: argparse.Namespace) -> int:
+    from ..synthesis.benchmark import export_benchmark, jsonl_line
+
+    wrong = [flag for flag, value in (("--min-score", args.min_score), ("--outcome", args.outcome),
+                                      ("--dedup", args.dedup), ("--scoring", args.scoring),
+                                      ("--output-dir", args.output_dir)) if value not in (None, False)]
+    if wrong:
+        raise CommandError(f"{', '.join(wrong)} do not apply with --as-benchmark (use -o FILE)")
+    flt = _solved_filter(args)  # bad flags fail before the database is opened
+    engine, session = _session(args)
+    with session:
+        if _synthesis_run(session, args.run_id) is None:
+            if get_rollout_run(session, args.run_id) is not None:
+                raise CommandError(f"{args.run_id!r} is a rollout run: --as-benchmark exports a synthesis run's QA")
+            raise CommandError(f"no synthesis run {args.run_id!r} in this database")
+        written = export_benchmark(session, args.run_id, args.output, flt)
+    engine.dispose()
+    if written["file"] is None:
+        for line in written["lines"]:
+            print(jsonl_line(line))
+    else:
+        print(f"wrote {written['tasks']} tasks to {written['file']}")
+        print(f"run them: agentflow rollout --config CONFIG --data-path {written['file']} --n-samples 8; "
+              f"then: agentflow runs qa {args.run_id}")
+    return 0
+
+
+def _qa(args: argparse.Namespace) -> int:
+    from ..synthesis.benchmark import select_qa
+
+    flt = _solved_filter(args)
+    engine, session = _session(args)
+    with session:
+        if _synthesis_run(session, args.run_id) is None:
+            if get_rollout_run(session, args.run_id) is not None:
+                raise CommandError(f"{args.run_id!r} is a rollout run: runs qa lists a synthesis run's QA pairs")
+            raise CommandError(f"no synthesis run {args.run_id!r} in this database")
+        rows = select_qa(session, args.run_id, flt)
+        for qa, seed, diffs in rows:
+            if args.json:
+                print(json.dumps({"id": f"qa-{qa.id}", "qa_id": qa.id, "seed_index": seed.seed_index,
+                                  "question": qa.question, "answer": qa.answer,
+                                  "difficulty": [d.as_dict() for d in diffs]}, ensure_ascii=False, default=str))
+                continue
+            runs = "; ".join(f"solved {d.solved}/{d.samples} by {d.model_name} ({d.rollout_run_id})"
+                             + (f" pass@1 {d.pass_at_k['pass@1']:.3f}" if d.pass_at_k else "") for d in diffs)
+            print(f"qa-{qa.id:<6} seed {seed.seed_index:<4} {runs or 'not run as a benchmark'}  "
+                  f"{(qa.question or '')[:70]!r}")
+        if not args.json:
+            print(f"{len(rows)} QA pair(s)" + (" matched" if flt.active else ""))
+    engine.dispose()
     return 0

@@ -205,7 +205,7 @@ class SynthesisQA(Base):
     """``accepted`` or ``rejected``."""
     reason: Mapped[Optional[str]] = mapped_column(String(64), index=True)
     """The first failed check: ``malformed``, ``too_long``, ``too_short``, ``answer_leaked``,
-    ``unsupported_answer``, ``too_few_hops``, ``duplicate_question``, ``model_error``."""
+    ``unsupported_answer``, ``too_few_hops``, ``overlaps_benchmark``, ``duplicate_question``, ``model_error``."""
     checks: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Every check's outcome and details."""
     question: Mapped[Optional[str]] = mapped_column(Text)
@@ -220,3 +220,29 @@ class SynthesisQA(Base):
 
     def __repr__(self) -> str:
         return f"<SynthesisQA {self.id} {self.status} {self.reason or ''}>"
+
+
+class SynthesisQAAttempt(Base):
+    """Links a QA pair to a rollout attempt that answered it as a benchmark task
+    (``agentflow runs export SYNTH_RUN --as-benchmark``, then ``agentflow rollout``).
+
+    A row is written with its attempt, in the same transaction, when the task line named
+    the QA pair (its ``synthesis: {run_id, qa_id}`` field) and that pair is in the
+    rollout's database with the same question. A QA pair's difficulty (pass@k) is
+    computed from these links: the newest attempt of each sample, scored by the rollout
+    run's newest rescoring (else as the run scored it) — see
+    :func:`agentflow.synthesis.difficulty.qa_difficulty`. So a resume (new attempts get
+    new links) and a rescoring (new scores) both change it; nothing is stored twice."""
+
+    __tablename__ = "synthesis_qa_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    qa_id: Mapped[int] = mapped_column(ForeignKey("synthesis_qa.id", ondelete="CASCADE"), index=True)
+    rollout_run_id: Mapped[str] = mapped_column(ForeignKey("rollout_runs.id", ondelete="CASCADE"), index=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("rollout_attempts.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("attempt_id", name="uq_synthesis_qa_attempts_attempt"),)
+
+    def __repr__(self) -> str:
+        return f"<SynthesisQAAttempt qa={self.qa_id} attempt={self.attempt_id}>"

@@ -46,6 +46,7 @@ from ..sandbox import Sandbox, SandboxError
 from ..version import __version__
 from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscoveryError, discover_tools, run_agent
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
+from . import qa_links
 from .metrics import Score, score_prediction
 from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
@@ -247,6 +248,8 @@ class Runner:
         """Makes this execution's sandbox worker ids and claim owner unique."""
         self.owner = claim_owner(self.tag)
         self.joined = False
+        self.qa_links: dict[str, int] = {}
+        """Task id → the ``synthesis_qa`` id it is (see :mod:`agentflow.rollout.qa_links`)."""
         """True when the run was already running elsewhere and this process joined it."""
 
     # ------------------------------------------------------------------ setup
@@ -362,6 +365,8 @@ class Runner:
         self.sessions = make_session_factory(engine)
         try:
             open_shared_run(self.sessions, lambda s: self._open_run(s, tasks, identity, fp), self.run_id)
+            with self.sessions() as s:  # tasks that are synthesized QA pairs: their attempts get linked
+                self.qa_links = qa_links.resolve(s, tasks)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             update_latest(self.output_base, self.run_id)
             self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_ROLLOUT, self.run_id, self.owner,
@@ -565,9 +570,11 @@ class Runner:
                 log.warning("task %s#%d was taken over by another process after this one's claim expired; "
                             "its result here is dropped", task.id, claim.sample)
                 return False
-            add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample, attempt=attempt,
-                        result=result, score=score, metric=self.cfg.metric if self.cfg.scoring else None,
-                        trace_id=trace_id, worker_id=worker_id)
+            row = add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample, attempt=attempt,
+                              result=result, score=score, metric=self.cfg.metric if self.cfg.scoring else None,
+                              trace_id=trace_id, worker_id=worker_id)
+            if task.id in self.qa_links:
+                qa_links.link(s, self.qa_links[task.id], self.run_id, row)
             s.commit()
         return True
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from ..config import ConfigError
 
-__all__ = ["Task", "dataset_checksum", "load_tasks", "select_tasks"]
+__all__ = ["Task", "dataset_checksum", "load_tasks", "read_records", "select_tasks"]
 
 _ID_KEYS = ("id", "task_id")
 _QUESTION_KEYS = ("question", "query", "input")
@@ -102,11 +102,23 @@ def dataset_checksum(tasks: list[Task]) -> str:
     return h.hexdigest()
 
 
+def read_records(path: str | os.PathLike):
+    """The records of a task file with their line numbers (JSON: their 1-based
+    position), unchecked: ``(record, line)`` pairs.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or not valid JSON / JSONL.
+    """
+    return _read_file(Path(path))
+
+
 def _read_file(path: Path):
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"task file not found: {path}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     except OSError as err:
         raise ConfigError(f"cannot read task file {path}: {err}") from err
     if path.suffix.lower() == ".json":
@@ -120,7 +132,9 @@ def _read_file(path: Path):
             raise ConfigError(f"{path}: expected a list of tasks or {{\"tasks\": [...]}}")
         yield from ((r, i + 1) for i, r in enumerate(data))
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and
+    # other characters a JSON string may hold unescaped
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

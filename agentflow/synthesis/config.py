@@ -104,6 +104,10 @@ class SynthesisConfig:
     """Share of the answer's words that must appear in the path's observations."""
     question_similarity_threshold: float = 0.85
     """A question this similar to an accepted one of the run is a near-duplicate."""
+    contamination: dict | None = None
+    """``{"benchmarks": [files], "ngram": 8, "threshold": 0.5}``: reject a question whose
+    n-gram overlap with those benchmarks' questions exceeds the threshold
+    (``overlaps_benchmark``; see :mod:`agentflow.synthesis.contamination`). ``None``: off."""
     source: str | None = None
     """The file the config came from (not a config key)."""
 
@@ -136,7 +140,7 @@ _STR = {"model_name", "api_key", "base_url", "seed_description", "seeds_file", "
         "sandbox_config_path", "run_id", "database_url"}
 _STR_LIST = {"available_tools", "sampling_tips", "synthesis_tips", "resource_types"}
 _URLS = ("base_url", "sandbox_server_url")
-_NULLABLE = {"api_key", "base_url", "seeds_file", "number_of_seed", "target_qa_count", "output_dir",
+_NULLABLE = {"contamination", "api_key", "base_url", "seeds_file", "number_of_seed", "target_qa_count", "output_dir",
              "sandbox_config_path", "temperature", "max_tokens", "run_id", "database_url"}
 
 
@@ -207,6 +211,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise bad("an object of {resource: {content: {...}}}")
         return value
+    if key == "contamination":
+        from .contamination import parse_contamination
+
+        return parse_contamination(value, where)
     if key == "pricing":
         from ..llm.pricing import parse_models
 

@@ -10,6 +10,9 @@ for models that answer in text). :func:`check_qa` then runs, in order:
 ``unsupported_answer``  the answer is not found in the path's observations (verbatim after
                         normalisation, as a number, or by word recall ≥ ``min_answer_support``)
 ``too_few_hops``        fewer reasoning steps (or path steps) than ``min_hops``
+``overlaps_benchmark``  the question's n-gram overlap with a configured benchmark exceeds
+                        the threshold (only with the ``contamination`` config key; see
+                        :mod:`agentflow.synthesis.contamination`)
 ``duplicate_question``  a near-duplicate of a question already accepted in the run
 
 The first failed check is the rejection reason; all outcomes are kept in ``checks``.
@@ -163,9 +166,11 @@ class DuplicateIndex:
             return True, best, match
 
 
-def check_qa(cand: QACandidate, steps: list[dict], cfg, duplicates: DuplicateIndex | None) -> QACandidate:
+def check_qa(cand: QACandidate, steps: list[dict], cfg, duplicates: DuplicateIndex | None,
+             contamination=None) -> QACandidate:
     """Run every check on ``cand`` (see the module docstring); sets ``status``, ``reason``
-    and ``checks``. The duplicate check runs last and only for candidates that passed the
+    and ``checks``. ``contamination`` is the run's
+    :class:`~agentflow.synthesis.contamination.BenchmarkIndex` (``None``: not checked). The duplicate check runs last and only for candidates that passed the
     rest, which it then records as accepted questions."""
     checks = cand.checks
     failed: list[str] = [k for k, v in checks.items() if not v.get("ok", True)]
@@ -193,6 +198,9 @@ def check_qa(cand: QACandidate, steps: list[dict], cfg, duplicates: DuplicateInd
         hops = min(len(cand.reasoning_steps), len(steps))
         record("too_few_hops", hops >= cfg.min_hops, reasoning_steps=len(cand.reasoning_steps),
                path_steps=len(steps), min_hops=cfg.min_hops)
+        if contamination is not None:
+            found = contamination.overlap(q)
+            record("overlaps_benchmark", found.pop("ok"), **found)
     if not failed and duplicates is not None:
         new, similarity, closest = duplicates.add_if_new(q)
         record("duplicate_question", new, similarity=round(similarity, 4), closest=closest)

@@ -176,6 +176,13 @@ class Runner:
         self.owner = claim_owner(self.tag)
         self.joined = False
         self._my_qa: set[int] = set()
+        self.contamination = None
+        """The benchmarks' n-grams for ``overlaps_benchmark`` (read now: a bad file fails
+        before anything starts)."""
+        if cfg.contamination:
+            from .contamination import BenchmarkIndex
+
+            self.contamination = BenchmarkIndex.load(cfg.contamination, lambda p: resolve_path(p, cfg))
         """Ids of the QA this process stored (the others' are read into the duplicate index)."""
         self._qa_seen = 0
 
@@ -263,6 +270,8 @@ class Runner:
     def run(self) -> dict:
         cfg = self.cfg
         identity = run_identity(cfg, seeds_checksum(self.seeds))
+        if self.contamination is not None:  # only then: runs without it keep their fingerprint
+            identity["contamination"] = self.contamination.identity()
         fp = fingerprint(identity)
         self.run_id = cfg.run_id or _new_run_id()
         # every run has its own folder under output_dir, and output_dir/latest names the newest
@@ -512,7 +521,7 @@ class Runner:
             steps = trajectory_steps(nodes)
             cand = generate_qa(self.model, cfg, seed, steps)
             self._read_accepted()  # what other processes of the run accepted meanwhile counts as a duplicate too
-            check_qa(cand, steps, cfg, self.duplicates)
+            check_qa(cand, steps, cfg, self.duplicates, self.contamination)
             with self._write_lock, self.sessions() as s:
                 qa = SynthesisQA(run_id=self.run_id, seed_id=seed_id, path_id=path_id, status=cand.status,
                                  reason=cand.reason, checks=cand.checks, question=cand.question,

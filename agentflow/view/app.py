@@ -97,7 +97,7 @@ def _init_templates(app: Flask) -> None:
     app.jinja_env.autoescape = True  # every template, whatever its name
     app.jinja_env.trim_blocks = app.jinja_env.lstrip_blocks = True
     app.jinja_env.filters.update(
-        int=render.fmt_int, score=render.fmt_score, ms=render.fmt_duration_ms, bytes=render.fmt_bytes,
+        int=render.fmt_int, score=render.fmt_score, usd=render.fmt_usd, ms=render.fmt_duration_ms, bytes=render.fmt_bytes,
         time=render.fmt_time, pct=lambda v, d=1: "–" if v is None else f"{100 * float(v):.{d}f}%",
         seconds=lambda s: render.fmt_duration_ms(None if s is None else float(s) * 1000))
     from ..rollout.metrics import PASS_THRESHOLD

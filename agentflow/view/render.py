@@ -182,6 +182,16 @@ def fmt_score(value: Any, digits: int = 3) -> str:
     return "–" if value is None else f"{float(value):.{digits}f}"
 
 
+def fmt_usd(value: Any) -> str:
+    """A cost in dollars; ``None`` is *unknown* (a model without a price), never $0."""
+    if value is None:
+        return "unknown"
+    value = float(value)
+    if value == 0:
+        return "$0"
+    return f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
 def fmt_duration_ms(ms: Any) -> str:
     """``830 ms``, ``4.2 s``, ``3 min 5 s``, ``2 h 4 min``."""
     if ms is None:

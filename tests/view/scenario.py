@@ -7,6 +7,10 @@ two attempts) whose tasks cover what a trajectory can
 hold — right and wrong answers, a failed tool call, an unknown tool, arguments that are
 not JSON, an image, hostile HTML, a task that runs out of turns — and a synthesis whose
 trees have duplicate-refused proposals, selected paths, and accepted and rejected QA.
+The first rollout and the synthesis are priced (the second rollout's model has no price:
+its cost is unknown); the first rollout is rescored with f1; the synthesis's accepted QA
+are exported as a benchmark and run by a third rollout (``view-qa``, 2 samples each,
+solved once of 2), so each QA pair has a difficulty.
 """
 from __future__ import annotations
 
@@ -149,6 +153,42 @@ class Built:
     rollout_a: str
     rollout_b: str
     synthesis: str
+    rollout_qa: str = "view-qa"
+
+
+PRICE = {"prompt": 3.0, "completion": 15.0}
+
+
+def _qa_rollout(home: Path, url: str, server) -> None:
+    """Rescore view-a with f1; export view-synth's QA as a benchmark and run it with 2
+    samples per task: the first answer to each question is right, the second wrong."""
+    from agentflow.db import make_engine, make_session_factory
+    from agentflow.rollout import rollout
+    from agentflow.rollout.rescore import rescore_run
+    from agentflow.synthesis.benchmark import export_benchmark
+
+    engine = make_engine(url)
+    with make_session_factory(engine)() as s:
+        rescore_run(s, "view-a", "f1")
+        s.commit()
+        written = export_benchmark(s, "view-synth", home / "synth-benchmark.jsonl")
+    engine.dispose()
+    answers = {line["question"]: line["answer"] for line in written["lines"]}
+    seen: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def script(req):
+        question = next(q for q in answers if q in first_user(req))
+        with lock:
+            seen[question] = seen.get(question, 0) + 1
+            first = seen[question] == 1
+        return f"Final Answer: {answers[question] if first else 'wrong'}"
+
+    with FakeOpenAI(script) as fake:
+        rollout({"benchmark_name": "view-synth-qa", "data_path": written["file"], "available_tools": ["diag:echo"],
+                 "sandbox_server_url": server.url, "database_url": url, "output_dir": str(home / "out"),
+                 "model_name": "strong", "base_url": fake.base_url, "run_id": "view-qa", "n_samples": 2,
+                 "max_retries": 1, "max_workers": 2}, progress=False)
 
 
 def build(home: Path) -> Built:
@@ -172,7 +212,7 @@ def build(home: Path) -> Built:
                   "max_retries": 1, "max_turns": 3, "max_workers": 3}
         with FakeOpenAI(agent_script("a")) as fake:
             rollout({**common, "model_name": "model-a", "base_url": fake.base_url, "run_id": "view-a",
-                     "n_samples": 2}, progress=False)
+                     "n_samples": 2, "pricing": {"model-a": PRICE}}, progress=False)
         with FakeOpenAI(agent_script("b")) as fake:
             b = {**common, "model_name": "model-b", "base_url": fake.base_url, "run_id": "view-b"}
             rollout(b, progress=False)
@@ -182,7 +222,9 @@ def build(home: Path) -> Built:
                         "output_dir": str(home / "out"), "run_id": "view-synth", "max_retries": 1, "max_depth": 3,
                         "branching_factor": 2, "depth_threshold": 1, "min_depth": 2, "max_selected_traj": 2,
                         "available_tools": ["diag:echo"], "temperature": 0.0, "min_hops": 2,
-                        "base_url": fake.base_url}, seeds=["leaky seed", "honest seed"])
+                        "base_url": fake.base_url, "pricing": {"fake-model": PRICE}},
+                       seeds=["leaky seed", "honest seed"])
+        _qa_rollout(home, url, server)
     finally:
         server.stop()
     return Built(home, url, proc.stdout, demo["rollout"]["run_id"], demo["synthesis"]["run_id"], "view-a", "view-b",

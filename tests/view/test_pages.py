@@ -27,7 +27,8 @@ def _column(page, table: str, index: int) -> list[str]:
 def test_runs_list_newest_first_with_filters_and_search(page, built):
     page.goto("/runs")
     ids = page.tab.locator("#runs a.run-link").all_inner_texts()
-    assert ids == [built.synthesis, built.rollout_b, built.rollout_a, built.demo_synthesis, built.demo_rollout]
+    assert ids == [built.rollout_qa, built.synthesis, built.rollout_b, built.rollout_a, built.demo_synthesis,
+                   built.demo_rollout]
     row = page.tab.locator(f'tr[data-run="{built.rollout_a}"]')
     assert "success" in row.inner_text() and "pass@2" in row.inner_text() and "18/18" in row.inner_text()
     assert "error" in page.tab.locator(f'tr[data-run="{built.rollout_b}"] [data-field="status"]').inner_text()

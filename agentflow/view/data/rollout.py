@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from ...db.rollout import ATTEMPT_COMPLETED, RUN_RUNNING, RolloutAttempt, RolloutRun
 from ...rollout.metrics import PASS_THRESHOLD
-from ...rollout.store import get_run, newest_attempt, summarize
+from ...db.rollout import RolloutScoring
+from ...rollout.rescore import UnknownScoring, choose_scoring, list_scorings
+from ...rollout.store import AttemptScores, get_run, newest_attempt, summarize
 from ...runfiles import effective_status
 from ..errors import BadParameter, NotFound
 from ..render import message_parts, pretty_json, result_parts
@@ -27,7 +29,7 @@ __all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare"
 
 A = RolloutAttempt
 
-SUMMARY_COLUMNS = (A.task_id, A.sample_index, A.status, A.score, A.scored, A.error, A.turns, A.tool_call_count,
+SUMMARY_COLUMNS = (A.id, A.task_id, A.sample_index, A.status, A.score, A.scored, A.error, A.turns, A.tool_call_count,
                    A.prompt_tokens, A.completion_tokens, A.total_tokens, A.duration_ms, A.model_ms, A.tool_ms,
                    A.cached_prompt_tokens, A.score_details)
 """What :func:`summarize` reads of an attempt: loading these columns, not whole rows,
@@ -61,12 +63,43 @@ def n_samples(run: RolloutRun) -> int:
     return int(((run.spec or {}).get("config") or {}).get("n_samples") or 1)
 
 
-def run_summary(session: Session, run: RolloutRun) -> dict:
-    """The run's summary: the stored one of a finished run, else a live one."""
-    if run.status != RUN_RUNNING and run.summary:
+def chosen_scoring(session: Session, run: RolloutRun, scoring_id: int | None = None) -> RolloutScoring | None:
+    """The rescoring shown: ``scoring_id``, else the run's newest (as ``agentflow runs
+    show`` chooses); ``None`` when the run was never rescored.
+
+    Raises:
+        BadParameter: ``scoring_id`` is not a rescoring of this run.
+    """
+    try:
+        return choose_scoring(session, run.id, scoring_id)
+    except UnknownScoring as err:
+        raise BadParameter(str(err)) from None
+
+
+def scorings(session: Session, run: RolloutRun) -> list[RolloutScoring]:
+    """Every rescoring of the run, oldest first."""
+    return list_scorings(session, run.id)
+
+
+def synthesis_sources(session: Session, run: RolloutRun) -> list[tuple[str, int]]:
+    """``[(synthesis run id, QA pairs)]`` whose QA this run answered as a benchmark
+    (``agentflow runs export SYNTH --as-benchmark``)."""
+    from ...db.synthesis import SynthesisQA, SynthesisQAAttempt
+
+    return [tuple(r) for r in session.execute(
+        select(SynthesisQA.run_id, func.count(func.distinct(SynthesisQAAttempt.qa_id)))
+        .join(SynthesisQA, SynthesisQA.id == SynthesisQAAttempt.qa_id)
+        .where(SynthesisQAAttempt.rollout_run_id == run.id).group_by(SynthesisQA.run_id)
+        .order_by(SynthesisQA.run_id))]
+
+
+def run_summary(session: Session, run: RolloutRun, scoring: RolloutScoring | None = None) -> dict:
+    """The run's summary: the stored one of a finished run, else a live one; with
+    ``scoring``, computed under that rescoring (accuracy, pass@k, its judge's cost)."""
+    if scoring is None and run.status != RUN_RUNNING and run.summary and "cost_usd" in run.summary:
         return {**run.summary, "status": effective_status(run), "error": run.error}
     rows = session.execute(select(*SUMMARY_COLUMNS).where(A.run_id == run.id, newest_attempt())).all()
-    return summarize(run, rows)
+    return summarize(run, rows, AttemptScores(scoring) if scoring is not None else None)
 
 
 def live_counts(session: Session, run_id: str) -> dict:

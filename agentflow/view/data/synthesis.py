@@ -22,6 +22,7 @@ from ...db.synthesis import (
     SynthesisSeed,
 )
 from ...runfiles import effective_status
+from ...synthesis.benchmark import qa_difficulty
 from ...synthesis.store import get_run, report
 from ..errors import BadParameter, NotFound
 from ..render import pretty_json, result_parts
@@ -46,7 +47,7 @@ def load_run(session: Session, run_id: str) -> SynthesisRun:
 
 def run_report(session: Session, run: SynthesisRun) -> dict:
     """The stored report of a finished run, else a live one (:func:`agentflow.synthesis.store.report`)."""
-    if run.status != RUN_RUNNING and run.report:
+    if run.status != RUN_RUNNING and run.report and "cost" in run.report:
         return {**run.report, "status": effective_status(run), "error": run.error}
     return report(session, run)
 
@@ -78,7 +79,8 @@ def seed_rows(session: Session, run: SynthesisRun) -> list[dict]:
 
 
 def qa_page(session: Session, run: SynthesisRun, *, status: str = "", page: int = 1) -> dict:
-    """One page of the run's QA candidates, newest last.
+    """One page of the run's QA candidates, newest last, each with its difficulty (how
+    each rollout that ran it as a benchmark did: see :func:`qa_difficulty`).
 
     Raises:
         BadParameter: unknown status, or a page past the last.
@@ -93,8 +95,9 @@ def qa_page(session: Session, run: SynthesisRun, *, status: str = "", page: int 
     rows = session.execute(select(SynthesisQA, SynthesisSeed.seed_index).join(
         SynthesisSeed, SynthesisSeed.id == SynthesisQA.seed_id).where(*where).order_by(SynthesisQA.id)
         .limit(QA_PER_PAGE).offset((page - 1) * QA_PER_PAGE)).all()
-    return {"rows": [{"qa": q, "seed_index": i} for q, i in rows], "total": total, "page": page, "pages": pages,
-            "status": status}
+    difficulty = qa_difficulty(session, run.id, [q.id for q, _ in rows])
+    return {"rows": [{"qa": q, "seed_index": i, "difficulty": difficulty.get(q.id, [])} for q, i in rows],
+            "total": total, "page": page, "pages": pages, "status": status}
 
 
 @dataclasses.dataclass

@@ -22,10 +22,14 @@ def run(run_id: str):
     sort = str_arg("sort", "task")
     table = data.task_page(session, run, sort=sort, desc=dir_arg(), outcome=str_arg("outcome"), q=str_arg("q"),
                            page=int_arg("page", 1), per=int_arg("per", 50))
+    scoring = data.chosen_scoring(session, run, int_arg("scoring", 0) or None)
     hist = data.score_histogram(session, run.id)
     chart = bar_chart([b["count"] for b in hist["bins"]], [f"{b['lo']:.1f}" for b in hist["bins"]],
                       title="newest attempts by score")
-    return render_template("rollout_run.html", run=run, summary=data.run_summary(session, run), table=table,
+    return render_template("rollout_run.html", run=run, summary=data.run_summary(session, run, scoring), table=table,
+                           scoring=scoring, scorings=data.scorings(session, run),
+                           sources=data.synthesis_sources(session, run),
+                           original_metric=(run.spec or {}).get("metric") if (run.spec or {}).get("scoring") else None,
                            hist=hist, chart=chart, n_samples=data.n_samples(run), sort_keys=data.SORT_KEYS,
                            outcomes=data.OUTCOME_FILTERS, per_page=data.PER_PAGE,
                            others=data.same_benchmark_runs(session, run),
