@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="parent folder of the run's files: each run gets <dir>/<run_id>/")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
     p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
+    p.add_argument("--cache", choices=["read_write", "read_only", "off"],
+                   help="model-call cache: read_write (default; AGENTFLOW_MODEL_CACHE), read_only (no model call: "
+                        "a miss is an error) or off")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key (VALUE is JSON when it parses, else a string); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "output_dir",
-                                         "number_of_seed", "sandbox_server_url", "database_url", "api_key")}
+                                         "number_of_seed", "sandbox_server_url", "database_url", "api_key", "cache")}
     if args.resume:
         out["resume"] = True
     out.update(parse_set_options(args.set))

@@ -104,6 +104,9 @@ class SynthesisConfig:
     """Share of the answer's words that must appear in the path's observations."""
     question_similarity_threshold: float = 0.85
     """A question this similar to an accepted one of the run is a near-duplicate."""
+    cache: str | None = None
+    """The model-call cache: ``read_write``, ``read_only`` or ``off`` (see
+    :mod:`agentflow.llm.cache`; default ``AGENTFLOW_MODEL_CACHE``, else ``read_write``)."""
     source: str | None = None
     """The file the config came from (not a config key)."""
 
@@ -164,6 +167,10 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value, where))
     _check(cfg, where)
+    if cfg.cache is None:
+        from ..llm.cache import default_mode
+
+        cfg.cache = default_mode()
     return cfg
 
 
@@ -207,6 +214,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
             raise bad("an object of {resource: {content: {...}}}")
         return value
+    if key == "cache":
+        from ..llm.cache import check_mode
+
+        return check_mode(value, where)
     if key == "pricing":
         from ..llm.pricing import parse_models
 
