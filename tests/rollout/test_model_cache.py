@@ -122,6 +122,8 @@ def test_samples_are_not_served_each_others_answers(server, make_config):
     assert len(set(predictions.values())) == 6  # no sample got another's answer
     assert {(r["id"], r["sample"]): r["prediction"] for r in _lines(again["results_file"])} == predictions
     assert again["model_cache"]["hits"] == 6
+    # the model has no price: the paid run's cost is unknown, the cached one's is $0
+    assert first["cost_usd"] is None and again["cost_usd"] == 0
 
 
 def _wait(condition, what: str, proc: subprocess.Popen, limit: float = 60.0) -> None:
