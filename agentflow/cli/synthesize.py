@@ -88,6 +88,11 @@ def format_report(r: dict) -> str:
     elif cost:
         lines.append(f"  cost        unknown (no price for {', '.join(cost.get('unknown_models') or []) or '?'}; "
                      f"add it under the config key 'pricing')")
+    c = r.get("model_cache") or {}
+    if c.get("calls"):
+        rate = f" ({c['hit_rate'] * 100:.1f}%)" if c.get("hit_rate") is not None else ""
+        lines.append(f"  model cache {c.get('mode') or '?'}: {c['calls']} calls, {c['hits']} hits{rate}, "
+                     f"{c.get('stored', 0)} stored")
     t = r.get("throughput") or {}
     if t.get("nodes_per_minute") is not None:
         lines.append(f"  throughput  {t['nodes_made']} nodes in {t['wall_time_s']:.1f} s "
