@@ -101,6 +101,16 @@ def test_a_read_only_miss_is_an_error_naming_the_call_not_a_model_call(server, m
                                   "model 'fake-model' at " + fake.base_url + ", sample 0, 1 messages, last user: ")
         assert "no model call was made" in a.error and a.model_calls == 0
     assert summary["breakdown"][0]["reason"] == "ModelCacheMiss"
+    # the same from the command line, with the flag
+    with FakeOpenAI(echo_script) as fake:
+        cfg_path = Path(cfg["output_dir"]).parent / "cli-cfg.json"
+        cfg_path.write_text(json.dumps({**cfg, "base_url": fake.base_url, "cache": "read_write"}))
+        capsys.readouterr()
+        assert main(["rollout", "--config", str(cfg_path), "--run-id", cfg["run_id"] + "-cli", "--cache", "read_only",
+                     "--no-progress"]) == 1
+        assert fake.requests == []
+    out = capsys.readouterr().out
+    assert "model cache read_only: 0 calls, 0 hits" in out and "infra_error × ModelCacheMiss: 2" in out
 
 
 def test_samples_are_not_served_each_others_answers(server, make_config):
