@@ -23,6 +23,10 @@ _RUN_TMP: Path | None = None
 
 def pytest_configure(config):
     global _RUN_TMP
+    # The model-call cache is shared by every run of a database (by design), and the
+    # tests' runs share their server's database while their scripted models differ:
+    # runs leave it off unless a test sets ``cache`` (tests/rollout/test_model_cache.py).
+    os.environ.setdefault("AGENTFLOW_MODEL_CACHE", "off")
     if os.environ.get("AGENTFLOW_TEST_TMPDIR"):  # a nested pytest (e.g. a test running pytest): share it
         return
     system_tmp = tempfile.gettempdir()

@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-samples", type=int, help="samples per task (adds pass@k)")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
     p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
+    p.add_argument("--cache", choices=["read_write", "read_only", "off"],
+                   help="model-call cache: read_write (default; AGENTFLOW_MODEL_CACHE), read_only (no model call: "
+                        "a miss is an error) or off")
+    p.add_argument("--replay", metavar="RUN_ID",
+                   help="answer the tool calls with the recorded results of rollout run RUN_ID (no tool is run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key (VALUE is JSON when it parses, else a string); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "data_path", "output_dir",
                                          "number_of_tasks", "n_samples", "sandbox_server_url", "database_url",
-                                         "api_key", "max_turns")}
+                                         "api_key", "max_turns", "cache", "replay")}
     if args.resume:
         out["resume"] = True
     if args.task_ids:
@@ -86,6 +91,8 @@ def format_summary(s: dict) -> str:
     lines.append(f"  tokens      {s['total_tokens']} (prompt {s['prompt_tokens']}, completion "
                  f"{s['completion_tokens']})   turns {s['total_turns']}   tool calls {s['total_tool_calls']}")
     lines.append(format_cost(s))
+    if s.get("model_cache"):
+        lines.append(format_cache(s["model_cache"]))
     if s.get("wall_time_s") is not None:
         lines.append(f"  time        {s['wall_time_s']:.1f} s wall, {s['task_time_s_mean'] or 0:.2f} s per task")
     for key in ("results_file", "trajectories_file", "summary_file"):
@@ -102,6 +109,15 @@ def format_cost(s: dict) -> str:
         missing = ", ".join(s.get("cost_unknown_models") or []) or "?"
         return f"  cost        unknown (no price for {missing}; add it under the config key 'pricing')"
     return f"  cost        ${s['cost_usd']:.6f} (model ${s['model_cost_usd']:.6f}, judge ${s['judge_cost_usd']:.6f})"
+
+
+def format_cache(c: dict) -> str:
+    """``  model cache read_write: 6 calls, 4 hits (66.7%), 12 entries (3.1 KB) in the cache``."""
+    rate = f" ({c['hit_rate'] * 100:.1f}%)" if c.get("hit_rate") is not None else ""
+    size = ""
+    if c.get("entries") is not None:
+        size = f", {c['entries']} entries ({c['size_bytes'] / 1024:.1f} KB) in the cache, {c['entries_written']} new"
+    return f"  model cache {c.get('mode') or '?'}: {c['calls']} calls, {c['hits']} hits{rate}{size}"
 
 
 def format_failures(s: dict) -> list[str]:

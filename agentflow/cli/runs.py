@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-base-url", help="llm_judge: the judge's endpoint (default: the run's evaluator_base_url, "
                                             "else its base_url)")
     p.add_argument("--judge-api-key", help="llm_judge: the judge's API key (default: OPENAI_API_KEY)")
+    p.add_argument("--cache", choices=["read_write", "read_only", "off"],
+                   help="llm_judge: the model-call cache for the judge's calls (default: read_write, or "
+                        "AGENTFLOW_MODEL_CACHE); read_only makes no call (a miss leaves that attempt unscored, "
+                        "with the reason)")
     p.add_argument("--json", action="store_true", help="print the new summary as JSON")
     p.set_defaults(func=_rescore)
     p = rsub.add_parser("export", help="(re)write results.jsonl, trajectories.jsonl and summary.json from the database")
@@ -257,10 +261,25 @@ def _rescore(args: argparse.Namespace) -> int:
                 raise CommandError(f"{args.run_id!r} is a synthesis run: rescore is for rollout runs")
             raise CommandError(f"no rollout run {args.run_id!r} in this database")
         judge = _judge(args, run) if metric == "llm_judge" else None
+        cache = None
+        if judge is not None:  # the judge's calls go through the model-call cache, as in a run
+            from ..config import ConfigError
+            from ..llm.cache import CachedChatModel, ModelCache, default_mode
+            from ..rollout.runner import database_url
+
+            try:
+                mode = args.cache or default_mode()
+            except ConfigError as err:
+                raise CommandError(str(err)) from err
+            cache = ModelCache.open(database_url(args.database_url)[0], mode, run_id=run.id)
+            judge = CachedChatModel(judge, cache, kind="judge")
         try:
             scoring = rescore_run(session, run.id, metric, judge=judge)
         except UnknownRun as err:
             raise CommandError(str(err)) from err
+        finally:
+            if cache is not None:
+                cache.close()
         session.commit()
         summary = summarize(run, list(latest_attempts(session, run.id).values()), AttemptScores(scoring))
         if args.json:

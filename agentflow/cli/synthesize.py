@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", help="parent folder of the run's files: each run gets <dir>/<run_id>/")
     p.add_argument("--sandbox-url", dest="sandbox_server_url", help="sandbox server URL")
     p.add_argument("--database-url", help="database (default: AGENTFLOW_DATABASE_URL or sqlite in AGENTFLOW_HOME)")
+    p.add_argument("--cache", choices=["read_write", "read_only", "off"],
+                   help="model-call cache: read_write (default; AGENTFLOW_MODEL_CACHE), read_only (no model call: "
+                        "a miss is an error) or off")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other config key (VALUE is JSON when it parses, else a string); repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict:
     out = {k: getattr(args, k) for k in ("run_id", "max_workers", "model_name", "base_url", "output_dir",
-                                         "number_of_seed", "sandbox_server_url", "database_url", "api_key")}
+                                         "number_of_seed", "sandbox_server_url", "database_url", "api_key", "cache")}
     if args.resume:
         out["resume"] = True
     out.update(parse_set_options(args.set))
@@ -85,6 +88,11 @@ def format_report(r: dict) -> str:
     elif cost:
         lines.append(f"  cost        unknown (no price for {', '.join(cost.get('unknown_models') or []) or '?'}; "
                      f"add it under the config key 'pricing')")
+    c = r.get("model_cache") or {}
+    if c.get("calls"):
+        rate = f" ({c['hit_rate'] * 100:.1f}%)" if c.get("hit_rate") is not None else ""
+        lines.append(f"  model cache {c.get('mode') or '?'}: {c['calls']} calls, {c['hits']} hits{rate}, "
+                     f"{c.get('stored', 0)} stored")
     t = r.get("throughput") or {}
     if t.get("nodes_per_minute") is not None:
         lines.append(f"  throughput  {t['nodes_made']} nodes in {t['wall_time_s']:.1f} s "

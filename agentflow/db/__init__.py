@@ -9,6 +9,7 @@ from . import models  # noqa: F401  (registers the server tables)
 from . import rollout  # noqa: F401  (registers the rollout tables)
 from . import synthesis  # noqa: F401  (registers the synthesis tables)
 from . import web_cache  # noqa: F401
+from . import model_cache  # noqa: F401  (registers the model-call cache)
 
 __all__ = [
     "Base",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
@@ -129,6 +129,11 @@ class RolloutAttempt(Base):
     """Time spent waiting for the model (judge excluded)."""
     tool_ms: Mapped[float] = mapped_column(Float, default=0.0)
     """Time spent waiting for the sandbox."""
+    model_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Chat completions the agent made in this attempt, cache hits included."""
+    cache_hits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Of ``model_calls``, those answered by the model-call cache (not paid: the token
+    columns above count only the calls that reached the model)."""
 
     run: Mapped[RolloutRun] = relationship(back_populates="attempts")
     messages: Mapped[list["RolloutMessage"]] = relationship(
@@ -163,6 +168,9 @@ class RolloutMessage(Base):
     cached_prompt_tokens: Mapped[Optional[int]] = mapped_column(Integer)
     latency_ms: Mapped[Optional[float]] = mapped_column(Float)
     finish_reason: Mapped[Optional[str]] = mapped_column(String(32))
+    cache_hit: Mapped[Optional[bool]] = mapped_column(Boolean)
+    """An assistant message the model-call cache answered (its token fields are those the
+    provider reported when the call was first made; it cost nothing this time)."""
 
     attempt: Mapped[RolloutAttempt] = relationship(back_populates="messages")
 
@@ -199,6 +207,12 @@ class RolloutToolCall(Base):
     request_id: Mapped[Optional[str]] = mapped_column(String(200), index=True)
     """The server's request id: ``tool_calls.request_id`` of the audit row."""
     session_id: Mapped[Optional[str]] = mapped_column(String(200))
+    result_meta: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    """Metadata of the result kept out of the prompt (timing such as ``duration_ms``,
+    ``elapsed_ms``), so the model's input is a function of the task and the results alone."""
+    replayed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """The result was served from the recorded run named by the config key ``replay``
+    (the tool was not called; ``request_id`` is the recorded call's)."""
 
     attempt: Mapped[RolloutAttempt] = relationship(back_populates="tool_calls")
 

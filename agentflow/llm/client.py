@@ -114,6 +114,9 @@ class ChatReply:
     """Wall time of the request, retries included."""
     reasoning: str | None = None
     """``reasoning_content`` of reasoning models, when the provider sends it."""
+    cache_hit: bool = False
+    """Served by the model-call cache (:mod:`agentflow.llm.cache`): no request was made,
+    nothing was paid; ``usage`` is what the provider reported when the call was made."""
 
     def to_message(self) -> dict:
         """The assistant message to append to the conversation."""
@@ -195,6 +198,15 @@ class ChatModel:
             LLMBadRequestError: the provider rejected the request.
             LLMResponseError: the reply is not a usable completion.
         """
+        body = self.request_body(messages, tools, tool_choice, temperature=temperature, max_tokens=max_tokens,
+                                 **extra)
+        return self.send(body, timeout=timeout)
+
+    def request_body(self, messages: list[dict], tools: list[dict] | None = None,
+                     tool_choice: str | dict | None = None, *, temperature: float | None = None,
+                     max_tokens: int | None = None, **extra: Any) -> dict[str, Any]:
+        """The chat-completions request :meth:`chat` sends (everything but the timeout,
+        which is transport): what the model-call cache keys on."""
         body: dict[str, Any] = {"model": self.model, "messages": messages, **self.extra_params, **extra}
         if tools:
             body["tools"] = tools
@@ -206,8 +218,17 @@ class ChatModel:
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
+        return body
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to, as the ``openai`` client resolved it (no trailing ``/``)."""
+        return str(self._client.base_url).rstrip("/")
+
+    def send(self, body: dict[str, Any], *, timeout: float | None = None) -> ChatReply:
+        """Send a request built by :meth:`request_body`; see :meth:`chat`."""
         if timeout is not None:
-            body["timeout"] = timeout
+            body = {**body, "timeout": timeout}
         start = time.perf_counter()
         try:
             completion = self._client.chat.completions.create(**body)

@@ -34,8 +34,8 @@ from ..llm import ChatModel, LLMAuthError, LLMBadRequestError, LLMError, LLMTime
 from ..sandbox import Sandbox, SandboxError, SandboxRequestError, SandboxTimeoutError
 from .tasks import Task
 
-__all__ = ["AgentResult", "Cancelled", "NODE_LOST_PREFIX", "ToolBox", "discover_tools", "extract_answer",
-           "is_node_lost", "run_agent"]
+__all__ = ["AgentResult", "Cancelled", "NODE_LOST_PREFIX", "REPLAY_PREFIX", "TIMING_KEYS", "ToolBox",
+           "discover_tools", "extract_answer", "is_node_lost", "run_agent", "split_timing"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,39 @@ _SEPARATORS = ("-", "_", ".", "/")
 
 NODE_LOST_PREFIX = "sandbox node lost"
 """How the error of an attempt whose session's node was lost begins."""
+
+REPLAY_PREFIX = "replay mismatch"
+"""How the error of an attempt begins whose tool call differs from the replayed run's."""
+
+TIMING_KEYS = frozenset({"duration_ms", "elapsed_ms", "capture_ms", "startup_ms", "execution_time_ms",
+                         "latency_ms", "build_seconds"})
+"""Fields of a tool result that measure time. They are kept out of what the model is
+shown (so the same task and tool results make the same requests, and the model-call
+cache can answer them) and stored in ``rollout_tool_calls.result_meta`` instead."""
+
+
+def split_timing(data: Any, path: str = "") -> tuple[Any, dict]:
+    """``data`` without its :data:`TIMING_KEYS` (at any depth), and those fields by
+    dotted path (``{"duration_ms": 12.5}``, ``{"results.0.elapsed_ms": 3.1}``)."""
+    meta: dict[str, Any] = {}
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            where = f"{path}{k}"
+            if k in TIMING_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
+                meta[where] = v
+                continue
+            out[k], inner = split_timing(v, where + ".")
+            meta.update(inner)
+        return out, meta
+    if isinstance(data, list):
+        out_list = []
+        for i, v in enumerate(data):
+            item, inner = split_timing(v, f"{path}{i}.")
+            out_list.append(item)
+            meta.update(inner)
+        return out_list, meta
+    return data, meta
 
 
 class Cancelled(Exception):
@@ -204,6 +237,11 @@ class AgentResult:
     ``data.node_lost``): the session and its state are gone, so the task cannot go on
     there; the runner keeps this attempt (``infra_error``) and tries the task again on a
     fresh session."""
+    model_calls: int = 0
+    """Chat completions received (cache hits included)."""
+    cache_hits: int = 0
+    """Of ``model_calls``, those the model-call cache answered; their tokens are not in
+    ``usage`` (nothing was paid)."""
     fatal: bool = False
     """The model endpoint refused the request in a way no other task will get past
     (wrong key, unknown model, a malformed request): the runner stops the run after a
@@ -258,14 +296,19 @@ def run_agent(
     trace_id: str,
     stop: threading.Event | None = None,
     sessionless: set[str] | None = None,
+    replay: Any = None,
 ) -> AgentResult:
     """Run the agent on ``task`` and return what happened (never raises for task or
     infrastructure failures; those are the result's ``status``).
+
+    ``replay`` (a :class:`agentflow.rollout.replay.RecordedCalls`) answers the tool calls
+    from a recorded run instead of the sandbox: see :mod:`agentflow.rollout.replay`.
 
     Raises:
         Cancelled: ``stop`` was set; the partial attempt is to be discarded.
     """
     loop = _Loop(task, model, sandbox, toolbox, settings, trace_id, stop, sessionless)
+    loop.replay = replay
     try:
         return loop.run()
     finally:
@@ -295,6 +338,7 @@ class _Loop:
         self.start = time.monotonic()
         self.deadline = self.start + settings.task_timeout if settings.task_timeout else None
         self.conversation: list[dict] = []
+        self.replay = None
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -339,12 +383,16 @@ class _Loop:
                 self.result.fatal = is_fatal_model_error(err)
                 return self._finish(ATTEMPT_INFRA_ERROR, f"{type(err).__name__}: {err}")
             self.result.model_ms += (time.perf_counter() - t0) * 1000
-            self.result.usage += reply.usage
+            self.result.model_calls += 1
+            if getattr(reply, "cache_hit", False):  # answered by the model-call cache: nothing paid
+                self.result.cache_hits += 1
+            else:
+                self.result.usage += reply.usage
             self.result.turns = turn
             self._add(reply.to_message(), turn, prompt_tokens=reply.usage.prompt_tokens,
                       completion_tokens=reply.usage.completion_tokens,
                       cached_prompt_tokens=reply.usage.cached_prompt_tokens, latency_ms=reply.latency_ms,
-                      finish_reason=reply.finish_reason)
+                      finish_reason=reply.finish_reason, cache_hit=bool(getattr(reply, "cache_hit", False)))
             if not reply.tool_calls:
                 self.result.final_response = reply.content or ""
                 self.result.prediction = extract_answer(reply.content)
@@ -377,6 +425,8 @@ class _Loop:
         injected = {k: v for k, v in self.task.kwargs.items() if k in self.toolbox.param_names.get(action, ())}
         params = {**args, **injected}
         record["params"] = params
+        if self.replay is not None:
+            return self._replayed(call, record, action, params)
         if self.sandbox is None:
             return "no sandbox configured"
         remaining = self._remaining()
@@ -393,9 +443,11 @@ class _Loop:
                 record["error"] = record["result"] = f"Error {err.code}: {err.message}"
                 self.result.node_lost = True
                 return f"{NODE_LOST_PREFIX} on {action}: [{err.code}] {err.message}"
+            data, timing = split_timing(err.data)
+            record["result_meta"] = timing or None
             text = f"Error {err.code}: {err.message}"
-            if err.data:
-                text += "\n" + _dump(err.data)
+            if data:
+                text += "\n" + _dump(data)
             return self._answer(call, record, text, error=text)
         except SandboxTimeoutError as err:
             record["duration_ms"] = (time.perf_counter() - t0) * 1000
@@ -412,14 +464,32 @@ class _Loop:
         meta = env.get("meta") or {}
         record["code"], record["request_id"] = env.get("code"), meta.get("request_id")
         record["session_id"] = meta.get("session_id")
+        # timing fields are metadata of the result, not part of it: kept in the database,
+        # out of the prompt (or no second run of the task would send the same requests)
+        data, timing = split_timing(env.get("data"))
+        record["result_meta"] = timing or None
         if env.get("code") == 0:
-            text = _dump(env.get("data"))
+            text = _dump(data)
         else:
             text = f"Error {env.get('code')}: {env.get('message', '')}"
-            if env.get("data"):
-                text += "\n" + _dump(env.get("data"))
+            if data:
+                text += "\n" + _dump(data)
             record["error"] = env.get("message")
         return self._answer(call, record, text)
+
+    def _replayed(self, call, record: dict, action: str, params: dict) -> str | None:
+        """Answer the call with the recorded run's result at this position; a call that
+        differs from the recorded one ends the attempt (returns the error)."""
+        from .replay import ReplayMismatch
+
+        try:
+            rec = self.replay.next(action, params)
+        except ReplayMismatch as err:
+            record["error"] = f"{REPLAY_PREFIX}: {err}"
+            return f"{REPLAY_PREFIX}: {err}"
+        record.update(code=rec["code"], request_id=rec["request_id"], session_id=rec["session_id"],
+                      result_meta=rec["result_meta"], replayed=True)
+        return self._answer(call, record, rec["result"], error=rec["error"])
 
     def _answer(self, call, record: dict, text: str, error: str | None = None) -> None:
         record["result"] = text

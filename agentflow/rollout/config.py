@@ -4,7 +4,8 @@ The keys are those of AgentFlow's ``configs/infer/*.json`` and
 ``configs/trajectory/*.json`` plus a few of our own (``run_id``, ``resume``,
 ``n_samples``, ``temperature``, ``max_tokens``, ``request_timeout``, ``task_timeout``,
 ``max_tool_output_chars``, ``database_url``, and for runs that several processes work on,
-``claim_lease`` and ``max_attempts``). Keys starting with ``_`` are comments.
+``claim_lease`` and ``max_attempts``; the model-call cache ``cache`` and ``replay``).
+Keys starting with ``_`` are comments.
 An unknown key, or a value of the wrong type, is a :class:`~agentflow.config.ConfigError`
 that names it.
 """
@@ -95,6 +96,13 @@ class RolloutConfig:
     """Tries of a task sample whose sandbox node is lost (code 1003 with
     ``data.node_lost``): each lost try is kept as an ``infra_error`` attempt and the task
     is retried at once on a fresh session, up to this many tries in all."""
+    cache: str | None = None
+    """The model-call cache: ``read_write``, ``read_only`` or ``off`` (see
+    :mod:`agentflow.llm.cache`; default ``AGENTFLOW_MODEL_CACHE``, else ``read_write``).
+    Not part of the fingerprint: a cached answer is the answer the model gave."""
+    replay: str | None = None
+    """A rollout run id whose recorded tool results answer this run's tool calls (see
+    :mod:`agentflow.rollout.replay`)."""
     source: str | None = None
     """The file the config came from (not a config key)."""
 
@@ -127,7 +135,7 @@ _BOOL = {"sandbox_auto_start", "evaluate_results", "save_results", "save_traject
          "trajectory_only", "parallel", "resume"}
 _STR = {"model_name", "api_key", "base_url", "benchmark_name", "data_path", "output_dir", "sandbox_server_url",
         "sandbox_config_path", "evaluation_metric", "evaluator_model_name", "evaluator_api_key",
-        "evaluator_base_url", "run_id", "database_url"}
+        "evaluator_base_url", "run_id", "database_url", "replay"}
 _URLS = ("base_url", "evaluator_base_url", "sandbox_server_url")
 
 
@@ -152,6 +160,10 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value, where))
     _check(cfg, where)
+    if cfg.cache is None:
+        from ..llm.cache import default_mode
+
+        cfg.cache = default_mode()
     return cfg
 
 
@@ -187,6 +199,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise bad("an object")
         return value
+    if key == "cache":
+        from ..llm.cache import check_mode
+
+        return check_mode(value, where)
     if key == "pricing":
         from ..llm.pricing import parse_models
 
@@ -204,6 +220,10 @@ def _check(cfg: RolloutConfig, where: str) -> None:
         known = sorted({"exact_match", "f1", "f1_score", "contains_answer", "numeric_match", "llm_judge"})
         raise ConfigError(f"{where}'evaluation_metric' {cfg.evaluation_metric!r} is not a known metric; "
                           f"known: {', '.join(known)}")
+    if cfg.replay is not None and not cfg.replay.strip():
+        raise ConfigError(f"{where}'replay' must be a rollout run id, got {cfg.replay!r}")
+    if cfg.replay is not None and cfg.replay == cfg.run_id:
+        raise ConfigError(f"{where}'replay' names the run itself ({cfg.replay!r}); name the recorded run")
     if cfg.resume and not cfg.run_id:
         raise ConfigError(f"{where}'resume' needs 'run_id' (the run to continue)")
     if cfg.run_id is not None and (not cfg.run_id.strip() or len(cfg.run_id) > 200):

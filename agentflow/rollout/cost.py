@@ -35,13 +35,16 @@ def _add(total: float | None, part: float | None) -> float | None:
 
 
 def model_cost(pricing: Pricing, model: str, a: RolloutAttempt) -> float | None:
+    calls = getattr(a, "model_calls", None) or 0
+    if calls and (getattr(a, "cache_hits", None) or 0) == calls:
+        return 0.0  # every call was answered by the model-call cache: nothing paid, whatever the price
     return pricing.cost(model, a.prompt_tokens, a.completion_tokens, a.cached_prompt_tokens or 0)
 
 
 def judge_cost(pricing: Pricing, a: RolloutAttempt) -> float | None:
     call = judge_calls(a.score_details)
-    if call is None:
-        return 0.0  # no judge call, nothing paid
+    if call is None or (a.score_details or {}).get("judge_cache_hit"):
+        return 0.0  # no judge call (or the cache answered it), nothing paid
     model, prompt, completion, cached = call
     return pricing.cost(model, prompt, completion, cached)
 
@@ -58,7 +61,7 @@ def scoring_judge_cost(run: RolloutRun, scoring) -> float | None:
     total: float | None = 0.0
     for row in scoring.scores:
         call = judge_calls(row.details)
-        if call is not None:
+        if call is not None and not (row.details or {}).get("judge_cache_hit"):
             model, prompt, completion, cached = call
             total = _add(total, pricing.cost(model, prompt, completion, cached))
     return None if total is None else round(total, 8)

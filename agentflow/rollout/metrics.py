@@ -14,7 +14,7 @@ import re
 import string
 from typing import Any, Callable
 
-from ..llm import ChatModel, LLMError
+from ..llm import ChatModel, LLMError, Usage
 
 __all__ = [
     "Score",
@@ -153,12 +153,16 @@ def llm_judge(judge: ChatModel, question: str, prediction: str, answers: list[st
     except LLMError as err:
         return Score(None, {"unscored_reason": f"judge request failed: {err}"})
     verdict = parse_verdict(reply.content)
+    # a verdict the model-call cache answered was not paid for: its tokens count 0
+    paid = Usage() if getattr(reply, "cache_hit", False) else reply.usage
     details: dict[str, Any] = {"judge_model": judge.model, "judge_reply": (reply.content or "")[:2000],
-                               "judge_tokens": reply.usage.total_tokens,
+                               "judge_tokens": paid.total_tokens,
                                # the split the judge's cost needs (see agentflow.llm.pricing)
-                               "judge_prompt_tokens": reply.usage.prompt_tokens,
-                               "judge_completion_tokens": reply.usage.completion_tokens,
-                               "judge_cached_prompt_tokens": reply.usage.cached_prompt_tokens}
+                               "judge_prompt_tokens": paid.prompt_tokens,
+                               "judge_completion_tokens": paid.completion_tokens,
+                               "judge_cached_prompt_tokens": paid.cached_prompt_tokens}
+    if getattr(reply, "cache_hit", False):
+        details["judge_cache_hit"] = True
     if verdict is None:
         details["unscored_reason"] = "the judge's verdict could not be parsed"
     return Score(verdict, details)

@@ -42,12 +42,14 @@ from ..db.rollout import (
 )
 from ..db.base import utcnow
 from ..llm import ChatModel
+from ..llm.cache import CachedChatModel, ModelCache
 from ..sandbox import Sandbox, SandboxError
 from ..version import __version__
 from .agent import AgentResult, AgentSettings, Cancelled, ToolBox, ToolDiscoveryError, discover_tools, run_agent
 from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config, resolve_path, run_identity
 from . import qa_links
 from .metrics import Score, score_prediction
+from .replay import ReplaySource, UnknownReplayRun
 from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
                         open_shared_run, update_latest, worker_name)
@@ -251,6 +253,8 @@ class Runner:
         self.qa_links: dict[str, int] = {}
         """Task id → the ``synthesis_qa`` id it is (see :mod:`agentflow.rollout.qa_links`)."""
         """True when the run was already running elsewhere and this process joined it."""
+        self.cache: ModelCache | None = None
+        self.replay: ReplaySource | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -363,7 +367,13 @@ class Runner:
         # write lock at BEGIN, or sqlite fails them with "database is locked" at once
         engine = make_engine(url, immediate=True)
         self.sessions = make_session_factory(engine)
+        self._db_url = url
         try:
+            if cfg.replay:  # before the run exists: a wrong id leaves nothing behind
+                try:
+                    self.replay = ReplaySource(self.sessions, cfg.replay)
+                except UnknownReplayRun as err:
+                    raise RolloutError(str(err)) from None
             open_shared_run(self.sessions, lambda s: self._open_run(s, tasks, identity, fp), self.run_id)
             with self.sessions() as s:  # tasks that are synthesized QA pairs: their attempts get linked
                 self.qa_links = qa_links.resolve(s, tasks)
@@ -384,6 +394,8 @@ class Runner:
                 raise
             return self._end(stopped)
         finally:
+            if self.cache is not None:
+                self.cache.close()
             engine.dispose()
 
     def _execute(self, total: int) -> tuple[str, str] | None:
@@ -396,8 +408,11 @@ class Runner:
         if self.cfg.resume or self.joined:
             log.info("%s run %s: %d of %d task samples left", "joining" if self.joined else "resuming",
                      self.run_id, left.left, total)
-        self.model = _make_model(cfg)
-        self.judge = _make_judge(cfg) if cfg.scoring and cfg.metric == "llm_judge" else None
+        # every model call of the run, the judge's too, goes through the model-call cache
+        self.cache = ModelCache.open(self._db_url, cfg.cache, run_id=self.run_id)
+        self.model = CachedChatModel(_make_model(cfg), self.cache, kind="agent")
+        self.judge = CachedChatModel(_make_judge(cfg), self.cache, kind="judge") \
+            if cfg.scoring and cfg.metric == "llm_judge" else None
         self.settings = _settings(cfg)
         sandboxes = self._open_sandboxes(cfg.max_workers)
         self._store_tool_specs()
@@ -522,7 +537,7 @@ class Runner:
             for n in range(1, self.cfg.max_attempts + 1):
                 sandbox = slot if n == 1 else self._fresh_sandbox(slot, n)
                 try:
-                    result, trace_id = self._attempt(task, sandbox)
+                    result, trace_id = self._attempt(task, sandbox, sample)
                 finally:
                     if sandbox is not slot:
                         sandbox.close_sync()
@@ -547,11 +562,14 @@ class Runner:
         a live node), never the lost ones of the slot's worker."""
         return Sandbox(self.cfg.sandbox_server_url, worker_id=f"{slot.worker_id}-r{n}", timeout=self.cfg.sandbox_timeout)
 
-    def _attempt(self, task: Task, sandbox: Sandbox) -> tuple[AgentResult | None, str]:
+    def _attempt(self, task: Task, sandbox: Sandbox, sample: int) -> tuple[AgentResult | None, str]:
         trace_id = f"tr-{uuid.uuid4().hex}"
         try:
-            return run_agent(task, self.model, sandbox, self.toolbox, self.settings, trace_id=trace_id,
-                             stop=self.stop, sessionless=self._sessionless), trace_id
+            # the sample index is part of every cache key: sample 2 is never served sample 1's answer
+            replay = self.replay.for_task(task.id, sample) if self.replay is not None else None
+            return run_agent(task, self.model.scoped(sample=sample), sandbox, self.toolbox, self.settings,
+                             trace_id=trace_id, stop=self.stop, sessionless=self._sessionless,
+                             replay=replay), trace_id
         except Cancelled:
             return None, trace_id
         except Exception as err:  # boundary: a bug must not kill the run; the attempt is retried on resume

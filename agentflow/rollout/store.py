@@ -28,12 +28,12 @@ from ..db.rollout import (
     RolloutScoring,
     RolloutToolCall,
 )
-from .agent import NODE_LOST_PREFIX, AgentResult
+from .agent import NODE_LOST_PREFIX, REPLAY_PREFIX, AgentResult
 from .cost import attempt_cost, cost_summary, run_pricing, scoring_judge_cost
 from .metrics import PASS_THRESHOLD, Score, pass_at_k
 from .tasks import Task
 
-__all__ = ["AttemptScores", "add_attempt", "breakdown", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
+__all__ = ["AttemptScores", "add_attempt", "breakdown", "cache_summary", "error_reason", "export_run", "get_run", "latest_attempts", "list_runs",
            "progress_counts", "summarize", "top_errors"]
 
 RESULTS_FILE = "results.jsonl"
@@ -85,20 +85,22 @@ def add_attempt(session: Session, *, run_id: str, task: Task, sample_index: int,
         completion_tokens=result.usage.completion_tokens, total_tokens=result.usage.total_tokens,
         cached_prompt_tokens=result.usage.cached_prompt_tokens, trace_id=trace_id, worker_id=worker_id, started_at=result.started_at, finished_at=result.finished_at,
         duration_ms=result.duration_ms, model_ms=result.model_ms, tool_ms=result.tool_ms,
+        model_calls=result.model_calls, cache_hits=result.cache_hits,
     )
     for position, m in enumerate(result.messages):
         row.messages.append(RolloutMessage(
             position=position, turn=m.get("turn", 0), role=m["role"], content=m.get("content"),
             tool_calls=m.get("tool_calls"), tool_call_id=m.get("tool_call_id"),
             prompt_tokens=m.get("prompt_tokens"), completion_tokens=m.get("completion_tokens"),
-            cached_prompt_tokens=m.get("cached_prompt_tokens"), latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason")))
+            cached_prompt_tokens=m.get("cached_prompt_tokens"), latency_ms=m.get("latency_ms"), finish_reason=m.get("finish_reason"),
+            cache_hit=m.get("cache_hit")))
     for c in result.tool_calls:
         row.tool_calls.append(RolloutToolCall(
             turn=c["turn"], call_id=c["call_id"], name=c["name"], action=c["action"], arguments=c["arguments"] or "",
             params=c["params"], code=c["code"], error=c["error"], result=c["result"],
             result_chars=c.get("result_chars", 0), prompt_truncated=c.get("prompt_truncated", False),
             duration_ms=c["duration_ms"], trace_id=c["trace_id"], request_id=c["request_id"],
-            session_id=c["session_id"]))
+            session_id=c["session_id"], result_meta=c.get("result_meta"), replayed=bool(c.get("replayed"))))
     session.add(row)
     return row
 
@@ -206,15 +208,48 @@ def summarize(run: RolloutRun, attempts: list[RolloutAttempt], scores: AttemptSc
         "model_time_s_total": round(sum(a.model_ms for a in done) / 1000, 3),
         "tool_time_s_total": round(sum(a.tool_ms for a in done) / 1000, 3),
     })
-    summary.update(cost_summary(run, _every_attempt(run, done)))
+    every = _every_attempt(run, done)
+    summary.update(cost_summary(run, every))
+    summary["model_cache"] = cache_summary(run, every)
     if scores.scoring is not None:  # what the rescoring's judge calls cost (a text metric costs nothing)
         summary["scoring"]["judge_cost_usd"] = scoring_judge_cost(run, scores.scoring)
+        summary["scoring"]["judge_cache_hits"] = sum(1 for row in scores.scoring.scores
+                                                     if (row.details or {}).get("judge_cache_hit"))
     return summary
 
 
 COST_COLUMNS = (RolloutAttempt.prompt_tokens, RolloutAttempt.completion_tokens, RolloutAttempt.cached_prompt_tokens,
-                RolloutAttempt.score_details)
-"""What :func:`~agentflow.rollout.cost.cost_summary` reads of an attempt."""
+                RolloutAttempt.score_details, RolloutAttempt.model_calls, RolloutAttempt.cache_hits)
+"""What :func:`~agentflow.rollout.cost.cost_summary` and :func:`cache_summary` read of an attempt."""
+
+
+def cache_summary(run: RolloutRun, attempts: list) -> dict:
+    """The model-call cache of a run: its mode, the agent's and the judge's calls over
+    every attempt (retried ones too), how many the cache answered, and the size of the
+    (shared) cache table with the entries this run paid for."""
+    from sqlalchemy import func
+
+    from ..db.model_cache import ModelCacheEntry
+
+    calls = sum(a.model_calls or 0 for a in attempts)
+    hits = sum(a.cache_hits or 0 for a in attempts)
+    judged = [a.score_details or {} for a in attempts if (a.score_details or {}).get("judge_model")]
+    judge_hits = sum(1 for d in judged if d.get("judge_cache_hit"))
+    out: dict[str, Any] = {
+        "mode": ((run.spec or {}).get("config") or {}).get("cache"),
+        "calls": calls + len(judged), "hits": hits + judge_hits, "misses": calls + len(judged) - hits - judge_hits,
+        "hit_rate": round((hits + judge_hits) / (calls + len(judged)), 6) if calls + len(judged) else None,
+        "agent_calls": calls, "agent_hits": hits, "judge_calls": len(judged), "judge_hits": judge_hits,
+        "entries": None, "size_bytes": None, "entries_written": None,
+    }
+    session = object_session(run)
+    if session is not None:
+        entries, size = session.execute(select(func.count(), func.coalesce(func.sum(ModelCacheEntry.size_bytes), 0))
+                                        .select_from(ModelCacheEntry)).one()
+        written = session.scalar(select(func.count()).select_from(ModelCacheEntry)
+                                 .where(ModelCacheEntry.run_id == run.id))
+        out.update(entries=int(entries), size_bytes=int(size), entries_written=int(written or 0))
+    return out
 
 
 def _every_attempt(run: RolloutRun, newest: list) -> list:
@@ -246,6 +281,8 @@ def error_reason(status: str, error: str | None) -> str:
         return "SandboxError"
     if error.startswith(NODE_LOST_PREFIX):
         return "node_lost"
+    if error.startswith(REPLAY_PREFIX):
+        return "replay_mismatch"
     if error.startswith("unexpected "):
         return head.replace("unexpected ", "") or "unexpected"
     if error.startswith("no final answer after max_turns"):
@@ -312,7 +349,8 @@ def trajectory_row(a: RolloutAttempt) -> dict:
                                         ("tool_call_id", m.tool_call_id)) if v is not None} for m in a.messages],
         "tool_calls": [{"turn": c.turn, "call_id": c.call_id, "name": c.name, "action": c.action,
                         "arguments": c.arguments, "params": c.params, "code": c.code, "error": c.error,
-                        "result": c.result, "duration_ms": round(c.duration_ms, 3), "request_id": c.request_id}
+                        "result": c.result, "result_meta": c.result_meta, "replayed": c.replayed,
+                        "duration_ms": round(c.duration_ms, 3), "request_id": c.request_id}
                        for c in a.tool_calls],
     }
 

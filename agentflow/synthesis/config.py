@@ -108,6 +108,9 @@ class SynthesisConfig:
     """``{"benchmarks": [files], "ngram": 8, "threshold": 0.5}``: reject a question whose
     n-gram overlap with those benchmarks' questions exceeds the threshold
     (``overlaps_benchmark``; see :mod:`agentflow.synthesis.contamination`). ``None``: off."""
+    cache: str | None = None
+    """The model-call cache: ``read_write``, ``read_only`` or ``off`` (see
+    :mod:`agentflow.llm.cache`; default ``AGENTFLOW_MODEL_CACHE``, else ``read_write``)."""
     source: str | None = None
     """The file the config came from (not a config key)."""
 
@@ -168,6 +171,10 @@ def load_config(config_path: str | os.PathLike | dict | None = None, **overrides
     for key, value in values.items():
         setattr(cfg, key, _coerce(key, value, where))
     _check(cfg, where)
+    if cfg.cache is None:
+        from ..llm.cache import default_mode
+
+        cfg.cache = default_mode()
     return cfg
 
 
@@ -215,6 +222,10 @@ def _coerce(key: str, value: Any, where: str) -> Any:
         from .contamination import parse_contamination
 
         return parse_contamination(value, where)
+    if key == "cache":
+        from ..llm.cache import check_mode
+
+        return check_mode(value, where)
     if key == "pricing":
         from ..llm.pricing import parse_models
 

@@ -69,7 +69,9 @@ def sampling_messages(cfg, seed, path: list, tool_names: list[str], *, depth: in
                       f"{json.dumps(seed.kwargs, ensure_ascii=False)})")
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": seed_text}]
     for node in path:
-        call_id = f"call_n{node.id}"
+        # named by depth, not by the node's database id: the prompt must be a function of the
+        # seed and the tool results alone, or no rerun would meet the model-call cache
+        call_id = f"call_d{node.depth}"
         messages.append({"role": "assistant", "content": node.intent or None, "tool_calls": [{
             "id": call_id, "type": "function",
             "function": {"name": node.action.replace(":", "-", 1),

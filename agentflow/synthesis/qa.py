@@ -86,7 +86,7 @@ def generate_qa(model: ChatModel, cfg, seed, steps: list[dict]) -> QACandidate:
     """
     reply = model.chat(qa_messages(cfg, seed, steps), tools=[SUBMIT_QA],
                        tool_choice={"type": "function", "function": {"name": SUBMIT_QA_NAME}})
-    cand = QACandidate(usage=reply.usage)
+    cand = QACandidate(usage=Usage() if reply.cache_hit else reply.usage)  # a cached answer was not paid for
     data: Any = None
     call = next((c for c in reply.tool_calls if c.name == SUBMIT_QA_NAME), None)
     if call is not None:

@@ -45,6 +45,7 @@ from ..db.synthesis import (
     SynthesisSeed,
 )
 from ..llm import ChatModel, LLMError
+from ..llm.cache import CachedChatModel, ModelCache
 from ..sandbox import Sandbox, SandboxError
 from ..version import __version__
 from .config import FINGERPRINT_VERSION, SynthesisConfig, fingerprint, load_config, resolve_path, run_identity
@@ -171,6 +172,7 @@ class Runner:
         self.stop = threading.Event()
         self._write_lock = threading.Lock()
         self.nodes_made = 0
+        self.cache: ModelCache | None = None
         self._streak = FatalStreak("seeds")
         self.tag = process_tag()
         self.owner = claim_owner(self.tag)
@@ -283,6 +285,7 @@ class Runner:
         # BEGIN IMMEDIATE makes them wait their turn instead of failing with "locked"
         engine = make_engine(url, immediate=True)
         self.sessions = make_session_factory(engine)
+        self._db_url = url
         started = time.monotonic()
         try:
             open_shared_run(self.sessions, lambda s: self._open_run(s, identity, fp), self.run_id)
@@ -308,6 +311,8 @@ class Runner:
                 raise
             return self._end(stopped, started)
         finally:
+            if self.cache is not None:
+                self.cache.close()
             engine.dispose()
 
     def _read_accepted(self) -> int:
@@ -352,9 +357,12 @@ class Runner:
                 raise SynthesisError(str(err)) from err
             except SandboxError as err:
                 raise SynthesisError(f"cannot list the sandbox server's tools: {err}") from err
-            self.model = ChatModel(cfg.model_name, api_key=cfg.api_key, base_url=cfg.base_url,
-                                   timeout=cfg.request_timeout, max_retries=cfg.max_retries,
-                                   temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+            # every model call goes through the model-call cache (see agentflow.llm.cache)
+            self.cache = ModelCache.open(self._db_url, cfg.cache, run_id=self.run_id)
+            self.model = CachedChatModel(ChatModel(cfg.model_name, api_key=cfg.api_key, base_url=cfg.base_url,
+                                                   timeout=cfg.request_timeout, max_retries=cfg.max_retries,
+                                                   temperature=cfg.temperature, max_tokens=cfg.max_tokens),
+                                         self.cache, kind="synthesis")
             self._pool(len(self.seeds) - left.left)
         finally:
             self.sandbox.close_sync()
@@ -581,10 +589,19 @@ class Runner:
             touch(run, status=status, error=error, finished_at=utcnow(), heartbeat_at=utcnow(),
                   output_dir=str(self.output_dir))
             s.flush()
-            rep = export_run(s, self.run_id, self.output_dir, extra={"error": error, "throughput": throughput})
+            rep = export_run(s, self.run_id, self.output_dir, extra={"error": error, "throughput": throughput,
+                                                                    "model_cache": self._cache_counts()})
             run.report = rep
             s.commit()
         return rep
+
+    def _cache_counts(self) -> dict:
+        """The model-call cache as this process used it: mode, calls, hits, hit rate and
+        the entries it stored (a run several processes shared counts the last one's)."""
+        c = dict(self.cache.counts) if self.cache is not None else {"calls": 0, "hits": 0, "misses": 0, "stored": 0}
+        c["mode"] = self.cfg.cache
+        c["hit_rate"] = round(c["hits"] / c["calls"], 6) if c["calls"] else None
+        return c
 
     def _final_status(self, s) -> tuple[str, str | None]:
         """The run's status from every process's seeds."""

@@ -27,6 +27,7 @@ from ..db.base import utcnow
 from ..db.synthesis import NODE_ACTION, NODE_FAILED, NODE_ROOT, NODE_STOP
 from ..llm import ChatModel, LLMError
 from ..sandbox import Sandbox, SandboxError, SandboxRequestError
+from ..rollout.agent import split_timing
 from .prompts import STOP_BRANCH, STOP_BRANCH_NAME, sampling_messages
 
 __all__ = ["ActionRegistry", "ExplorationError", "Node", "TreeSampler", "action_key", "normalize_params"]
@@ -256,8 +257,9 @@ class TreeSampler:
                 raise ExplorationError(f"model failed at depth {depth}: {type(err).__name__}: {err}") from err
             finally:
                 rec["model_ms"] += (time.perf_counter() - t0) * 1000
-            rec["prompt_tokens"] += reply.usage.prompt_tokens
-            rec["completion_tokens"] += reply.usage.completion_tokens
+            if not reply.cache_hit:  # a cached answer was not paid for
+                rec["prompt_tokens"] += reply.usage.prompt_tokens
+                rec["completion_tokens"] += reply.usage.completion_tokens
             intent = (reply.content or "").strip() or None
             if not reply.tool_calls:
                 rec["refused"].append({"reason": "no_tool_call", "content": (reply.content or "")[:500]})
@@ -319,20 +321,25 @@ class TreeSampler:
         try:
             env = self.sandbox.execute_sync(action, params, trace_id=self.trace_id)
         except SandboxRequestError as err:  # bad parameter, session error: a result the model sees
+            data = split_timing(err.data)[0]
             text = f"Error {err.code}: {err.message}"
-            if err.data:
-                text += "\n" + _dump(err.data)
+            if data:
+                text += "\n" + _dump(data)
             return text, err.code, err.message, err.request_id, (time.perf_counter() - t0) * 1000
         except SandboxError as err:
             self.registry.release(key)
             raise ExplorationError(f"sandbox failure on {action}: {type(err).__name__}: {err}") from err
         tool_ms = (time.perf_counter() - t0) * 1000
         meta = env.get("meta") or {}
+        # timing (duration_ms, …) stays out of what the model is shown, so the same tree makes
+        # the same requests and the model-call cache can answer them; the server's audit row
+        # (request_id) keeps the whole result
+        data = split_timing(env.get("data"))[0]
         if env.get("code") == 0:
-            return _dump(env.get("data")), 0, None, meta.get("request_id"), tool_ms
+            return _dump(data), 0, None, meta.get("request_id"), tool_ms
         text = f"Error {env.get('code')}: {env.get('message', '')}"
-        if env.get("data"):
-            text += "\n" + _dump(env.get("data"))
+        if data:
+            text += "\n" + _dump(data)
         return text, env.get("code"), env.get("message"), meta.get("request_id"), tool_ms
 
     def _store(self, parent: Node, rec: dict) -> Node | None:
