@@ -2,9 +2,7 @@
 metadata and replay flags on rollout tool calls
 
 Revision ID: 0012_model_cache
-Revises: 0010_cached_prompt_tokens
-
-(Written while 0011 was not yet on main: at merge, set ``down_revision`` to 0011's id.)
+Revises: 0011_synthesis_qa_attempts
 """
 from typing import Sequence, Union
 

@@ -41,5 +41,5 @@ def test_the_model_cache_on_postgres(postgres_url):
         assert len(fake.requests) == 2
     cache.close()
     read_only.cache.close()
-    command.downgrade(alembic_config(postgres_url), "0010_cached_prompt_tokens")  # 0012 goes down and up again
+    command.downgrade(alembic_config(postgres_url), "0011_synthesis_qa_attempts")  # 0012 goes down and up again
     upgrade(postgres_url)
