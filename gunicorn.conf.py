@@ -10,7 +10,7 @@ from agentflow.server.gunicorn_app import (DEFAULT_THREADS, DEFAULT_WORKERS, bec
 bind = os.environ.get("AGENTFLOW_BIND", "127.0.0.1:18890")
 workers = int(os.environ.get("AGENTFLOW_WORKERS", DEFAULT_WORKERS))
 threads = int(os.environ.get("AGENTFLOW_THREADS", DEFAULT_THREADS))
-worker_class = "gthread"
+worker_class = "agentflow.server.worker.LingeringThreadWorker"
 timeout = 0
 graceful_timeout = 20
 keepalive = 75

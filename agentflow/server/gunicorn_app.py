@@ -7,6 +7,7 @@ import os
 from gunicorn.app.base import BaseApplication
 
 # Chosen by measurement (README, "Operating AgentFlow"): on 2 cores, 2 gthread workers
+# (agentflow.server.worker: gthread whose threads keep serving a busy connection)
 # serve the no-op tool with the lowest CPU per call and latency up to 64 clients (more
 # processes only add context switches); 32 threads each let 64 calls that block on a
 # tool (bash, kernels) run at once.
@@ -93,7 +94,7 @@ def base_settings(host: str, port: int, workers: int | None, threads: int | None
         "bind": f"{host}:{port}",
         "workers": workers or DEFAULT_WORKERS,
         "threads": threads or DEFAULT_THREADS,
-        "worker_class": "gthread",
+        "worker_class": "agentflow.server.worker.LingeringThreadWorker",
         "timeout": 0,  # tool calls may legitimately run long; a hung worker is not our signal
         "graceful_timeout": 20,
         "keepalive": 75,
