@@ -22,6 +22,7 @@ from ..db.models import ToolCall
 from ..tools.base import ParamError, SessionFailed, ToolContext, ToolError, ToolSpec, ToolTimeout
 from .cluster import ForwardCall
 from .errors import ApiError, InternalError, ParameterError, SessionError
+from .jsontext import dumps_bytes
 from .registry import ToolRegistry
 from .sessions import SessionManager
 from .writer import GroupCommitter, Row
@@ -181,8 +182,7 @@ class Executor:
 
     def _audit_values(self, envelope: dict, worker_id: str, params: dict, started_at, batch_index) -> dict:
         meta = envelope["meta"]
-        text = json.dumps(envelope["data"], default=str, ensure_ascii=False)
-        raw = text.encode("utf-8", "replace")
+        raw = dumps_bytes(envelope["data"])
         return dict(
             request_id=meta["request_id"], trace_id=meta["trace_id"], worker_id=worker_id,
             session_id=meta["session_id"], temporary_session=meta["temporary_session"],

@@ -33,6 +33,7 @@ from ..db import isoformat, utcnow
 from ..db.models import RequestRecord
 from ..processes import owner_alive, owner_id
 from .errors import CallInterrupted, MalformedRequest, RequestInProgress
+from .jsontext import dumps_text
 from .writer import GroupCommitter, Row
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ class RequestLog:
         if http_status >= 500:
             return _RELEASE, {"b_rid": request_id}
         return _FINISH, {"b_rid": request_id, "b_status": http_status,
-                         "b_response": json.dumps(body, default=str), "b_at": utcnow()}
+                         "b_response": dumps_text(body), "b_at": utcnow()}
 
     def settle(self, request_id: str, http_status: int, body: dict) -> None:
         self._writer.write(rows=[self.settle_row(request_id, http_status, body)])

@@ -10,6 +10,7 @@ from flask import Response, current_app, g, request
 from marshmallow import Schema, ValidationError
 
 from ..runtime import Runtime
+from ..runtime.jsontext import dumps_bytes
 from ..runtime.errors import ApiError, MalformedRequest, ParameterError
 
 
@@ -203,8 +204,8 @@ def error_envelope(err: ApiError, meta: dict) -> dict:
 
 
 def json_bytes(body: dict) -> bytes:
-    """A response body as sent (and as stored for replay)."""
-    return json.dumps(body, default=str, ensure_ascii=False).encode("utf-8")
+    """A response body as sent."""
+    return dumps_bytes(body)
 
 
 def json_response(body: dict, status: int = 200) -> Response:
