@@ -39,15 +39,17 @@ def rss_mb(pid: int) -> float:
 
 
 def worker_rss(master: int) -> list[float]:
-    return [round(rss_mb(p), 1) for p in server_processes(master)[1:] if _is_gunicorn_worker(p)]
+    """RSS of each gunicorn worker: the master's children running its command line
+    (session jails, reparented to the master, run other programs)."""
+    command = _cmdline(master)
+    return [round(rss_mb(p), 1) for p in server_processes(master)[1:] if _cmdline(p) == command]
 
 
-def _is_gunicorn_worker(pid: int) -> bool:
+def _cmdline(pid: int) -> bytes | None:
     try:
-        return Path(f"/proc/{pid}/status").read_text().split("PPid:")[1].split()[0] != "1" and \
-            "python" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, IndexError):
-        return False
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
 
 
 def timed_calls(url: str, action: str, params: dict, n: int) -> list[float]:
