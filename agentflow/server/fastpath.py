@@ -25,7 +25,7 @@ from ..runtime import Runtime
 from ..runtime.cluster import ForwardCall
 from ..runtime.errors import ApiError, http_status
 from .api.execute import run_call
-from .envelope import error_envelope, json_bytes, meta_for, parse_body, request_id_ok
+from .envelope import error_envelope, json_bytes, meta_for, parse_body, parse_plain_execute, request_id_ok
 from .guard import HostPolicy, host_problem
 from .middleware import answer_once, token_accepted
 from .schemas import ExecuteBody
@@ -63,7 +63,7 @@ class ExecuteFastPath:
         try:
             self._check_headers(environ, rid)
             raw = self._read_body(environ)
-            body = parse_body(raw, self._schema)
+            body = parse_plain_execute(raw) or parse_body(raw, self._schema)
         except (_Defer, ApiError):  # a refusal: the Flask app words it (and stores it for a retry)
             return self._defer(environ, raw, start_response)
         rid_or_new = rid or uuid.uuid4().hex

@@ -148,3 +148,35 @@ def test_bench_anchor_pid_without_url_is_refused():
     out = subprocess.run([sys.executable, "-m", "agentflow.cli", "bench", "--anchor-pid", "1"], capture_output=True,
                          text=True, timeout=60, cwd=REPO)
     assert out.returncode != 0 and "--anchor-pid needs --anchor-url" in out.stderr
+
+
+def test_plain_bodies_load_as_the_schema_loads_them():
+    """ExecuteBody.load_plain (the fast path's loader) never accepts what the schema
+    refuses, and gives what the schema gives for what it accepts."""
+    import itertools
+
+    from marshmallow import ValidationError
+
+    from agentflow.server.schemas import ExecuteBody
+
+    schema = ExecuteBody()
+    worker_ids = ["w", "w.1:x@y-z", "", "a" * 128, "a" * 129, "bad id", "-lead", 7, None]
+    actions = ["diag:noop", "", "x" * 200, "x" * 201, 3, None]
+    params = [{}, {"a": [1, {"b": None}]}, [], "p", None, "absent"]
+    trace_ids = [None, "t", "t" * 200, "t" * 201, 5, "absent"]
+    accepted = 0
+    for w, a, p, t in itertools.product(worker_ids, actions, params, trace_ids):
+        body = {"worker_id": w, "action": a, **({} if p == "absent" else {"params": p}),
+                **({} if t == "absent" else {"trace_id": t})}
+        plain = ExecuteBody.load_plain(body)
+        try:
+            expected = schema.load(body)
+        except ValidationError:
+            assert plain is None, body
+            continue
+        if plain is not None:
+            accepted += 1
+            assert plain == expected, body
+    assert accepted > 50
+    for extra in ({"timeout": 5}, {"unknown": 1}):
+        assert ExecuteBody.load_plain({"worker_id": "w", "action": "a", **extra}) is None
