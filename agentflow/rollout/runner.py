@@ -476,18 +476,19 @@ class Runner:
     def _open_sandboxes(self, workers: int) -> list[Sandbox]:
         """One sandbox worker per task slot, named for this process (``ro-<run>-<tag>-w<slot>``):
         processes working on one run never share a session, and a resumed run never meets
-        the sessions a killed process left behind."""
+        the sessions a killed process left behind. The workers share one pool of
+        kept-alive connections (one health check, no connection set up per slot)."""
         cfg = self.cfg
         sandboxes: list[Sandbox] = []
         try:
-            for i in range(workers):
-                sb = Sandbox(cfg.sandbox_server_url, worker_id=self._worker_id(f"w{i}"), timeout=cfg.sandbox_timeout,
-                             auto_start_server=cfg.sandbox_auto_start and i == 0,
-                             config_path=cfg.sandbox_config_path if i == 0 else None)
-                sandboxes.append(sb)
-                sb.start_sync()
-                if i == 0:
-                    self.toolbox = _discover(sb, cfg.available_tools)
+            first = Sandbox(cfg.sandbox_server_url, worker_id=self._worker_id("w0"), timeout=cfg.sandbox_timeout,
+                            auto_start_server=cfg.sandbox_auto_start, config_path=cfg.sandbox_config_path,
+                            pool_maxsize=max(64, workers + 4))
+            sandboxes.append(first)
+            first.start_sync()
+            self.toolbox = _discover(first, cfg.available_tools)
+            for i in range(1, workers):
+                sandboxes.append(first.as_worker(self._worker_id(f"w{i}")).start_sync())
         except SandboxError as err:
             self._close_sandboxes(sandboxes)
             raise RolloutError(f"cannot use the sandbox server at {cfg.sandbox_server_url}: {err}") from err
@@ -540,7 +541,7 @@ class Runner:
     def _fresh_sandbox(self, slot: Sandbox, n: int) -> Sandbox:
         """A sandbox worker of its own for try ``n``: its sessions are new ones (placed on
         a live node), never the lost ones of the slot's worker."""
-        return Sandbox(self.cfg.sandbox_server_url, worker_id=f"{slot.worker_id}-r{n}", timeout=self.cfg.sandbox_timeout)
+        return slot.as_worker(f"{slot.worker_id}-r{n}")
 
     def _attempt(self, task: Task, sandbox: Sandbox) -> tuple[AgentResult | None, str]:
         trace_id = f"tr-{uuid.uuid4().hex}"
