@@ -7,7 +7,10 @@ ideal (tasks × turns × latency ÷ workers), and the AgentFlow time per turn: t
 minus the time spent waiting for the model and for the sandbox ("AF ms/turn": the agent
 loop alone; "e2e AF", at one worker: wall time minus all model and sandbox time, per
 turn, so run setup, session open/close, scoring and the per-task commit are included),
-and "cpu/task": the CPU time of this process (the rollout) per task.
+and "cpu/task": the CPU time of this process (the rollout) per task. "chat-only" is the
+ceiling the model client sets on this machine at that moment: the same number of threads
+sending the same two requests per task through ``ChatModel`` alone (no sandbox, no
+database), as a share of the same ideal.
 
 The fake model runs in a process of its own by default (``--model-server process``:
 ``FakeOpenAIProcess``, an asyncio server with keep-alive that serves any number of
@@ -43,6 +46,28 @@ def script(req):
     return tool_calls(call("diag-echo", {"value": word})) if turn(req) == 0 else f"<answer>{word}</answer>"
 
 
+def chat_only(base_url: str, tools: list[dict], tasks: int, workers: int, latency: float) -> float:
+    """Wall time of ``tasks`` × the rollout's two chat requests on ``workers`` threads,
+    through :class:`~agentflow.llm.ChatModel` alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agentflow.llm import ChatModel
+
+    model = ChatModel("fake", base_url=base_url)
+
+    def task(i: int) -> None:
+        messages = [{"role": "user", "content": f"say w{i}"}]
+        reply = model.chat(messages, tools=tools)
+        messages += [reply.to_message(), {"role": "tool", "tool_call_id": reply.tool_calls[0].id,
+                                          "content": f'{{"value": "w{i}"}}'}]
+        model.chat(messages, tools=tools)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(task, range(tasks)))
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=32)
@@ -71,11 +96,16 @@ def main() -> None:
                     available_tools=["diag:echo"], sandbox_server_url=server.url, database_url=server.db_url,
                     output_dir=str(tmp / "warm"), run_id=f"warm-{uuid.uuid4().hex[:8]}", progress=False)
             print(f"first rollout of this process (1 task, start-up included): {time.perf_counter() - t0:.2f} s")
+        from agentflow.sandbox import Sandbox
+
+        with Sandbox(server.url) as sb:
+            tools = [t for t in sb.list_tools_sync(include_hidden=True, format="openai")["data"]["tools"]
+                     if t["function"]["name"] == "diag-echo"]
         for latency in args.latencies or (args.latency, 0.0):
             with fake_cls(script, latency=latency) as fake:
                 print(f"\nmodel latency {latency * 1000:.0f} ms, {args.tasks} tasks x 2 turns")
                 print(f"{'workers':>7} {'wall s':>8} {'ideal s':>8} {'eff':>6} {'speedup':>8} "
-                      f"{'AF ms/turn':>10} {'e2e AF':>7} {'model ms':>9} {'tool ms':>8} {'cpu/task':>8}")
+                      f"{'AF ms/turn':>10} {'e2e AF':>7} {'model ms':>9} {'tool ms':>8} {'cpu/task':>8} {'chat-only':>9}")
                 base = None
                 for workers in args.workers:
                     run_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -100,8 +130,10 @@ def main() -> None:
                     ideal = args.tasks * 2 * latency / workers
                     base = base or wall
                     eff = f"{ideal / wall:.0%}" if latency else "-"
+                    chat = chat_only(fake.base_url, tools, args.tasks, workers, latency) if latency else None
+                    chat_eff = f"{ideal / chat:.0%}" if chat else "-"
                     print(f"{workers:>7} {wall:>8.2f} {ideal:>8.2f} {eff:>6} {base / wall:>7.1f}x "
-                          f"{own:>10.2f} {e2e:>7.2f} {model:>9.1f} {tool:>8.1f} {cpu:>8.2f}")
+                          f"{own:>10.2f} {e2e:>7.2f} {model:>9.1f} {tool:>8.1f} {cpu:>8.2f} {chat_eff:>9}")
     finally:
         server.stop()
 
