@@ -405,7 +405,9 @@ class Runner:
 
         def show(outcome: tuple[str, Score | None]) -> None:
             bar.update(1)
-            bar.set_postfix(self._postfix(outcome), refresh=False)
+            postfix = self._postfix(outcome)
+            if not bar.disable:  # formatting the postfix of a hidden bar cost more than the rest of this
+                bar.set_postfix(postfix, refresh=False)
 
         try:
             self.loop.run(lambda claim: self._one(claim, slots), show)
