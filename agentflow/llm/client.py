@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -126,6 +127,24 @@ class ChatReply:
         return msg
 
 
+_http_lock = threading.Lock()
+_http: tuple[int, Any] | None = None
+
+
+def _shared_http_client() -> Any:
+    """The HTTP client (connection pool and TLS context) of every :class:`ChatModel` of
+    this process: ``openai`` builds one per client otherwise, and building one loads the
+    CA bundle (about 30 ms, every rollout paid it for each model it made). It is what
+    ``openai`` would build (``DefaultHttpxClient``: its limits, redirects, proxies from
+    the environment); request timeouts and retries stay per model. A forked child builds
+    its own, never using its parent's connections."""
+    global _http
+    with _http_lock:
+        if _http is None or _http[0] != os.getpid():
+            _http = (os.getpid(), openai.DefaultHttpxClient())
+        return _http[1]
+
+
 class ChatModel:
     """An OpenAI-compatible chat model. Thread-safe: share one per run.
 
@@ -165,6 +184,7 @@ class ChatModel:
             base_url=base_url or None,
             timeout=timeout,
             max_retries=max_retries,
+            http_client=_shared_http_client(),
         )
 
     def chat(

@@ -79,14 +79,13 @@ def resolve(session: Session, tasks: list[Task]) -> dict[str, int]:
     return out
 
 
-def link(session: Session, qa_id: int, rollout_run_id: str, attempt) -> bool:
-    """Add the link of a just-added attempt (flushes to learn its id; not committed).
-    A QA pair deleted since the rollout started (its synthesis run was removed) is not
-    linked, and the attempt is stored all the same: returns False."""
-    session.flush()
+def link(session: Session, qa_id: int, rollout_run_id: str, attempt_id: int, task_id: str) -> bool:
+    """Add the link of a just-added attempt (not committed). A QA pair deleted since the
+    rollout started (its synthesis run was removed) is not linked, and the attempt is
+    stored all the same: returns False."""
     if session.get(SynthesisQA, qa_id) is None:
         log.warning("synthesized QA pair %s is no longer in the database; attempt %s of task %s is stored "
-                    "without its link", qa_id, attempt.id, attempt.task_id)
+                    "without its link", qa_id, attempt_id, task_id)
         return False
-    session.add(SynthesisQAAttempt(qa_id=qa_id, rollout_run_id=rollout_run_id, attempt_id=attempt.id))
+    session.add(SynthesisQAAttempt(qa_id=qa_id, rollout_run_id=rollout_run_id, attempt_id=attempt_id))
     return True

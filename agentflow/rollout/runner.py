@@ -425,7 +425,9 @@ class Runner:
 
         def show(outcome: tuple[str, Score | None]) -> None:
             bar.update(1)
-            bar.set_postfix(self._postfix(outcome), refresh=False)
+            postfix = self._postfix(outcome)
+            if not bar.disable:  # formatting the postfix of a hidden bar cost more than the rest of this
+                bar.set_postfix(postfix, refresh=False)
 
         try:
             self.loop.run(lambda claim: self._one(claim, slots), show)
@@ -496,18 +498,19 @@ class Runner:
     def _open_sandboxes(self, workers: int) -> list[Sandbox]:
         """One sandbox worker per task slot, named for this process (``ro-<run>-<tag>-w<slot>``):
         processes working on one run never share a session, and a resumed run never meets
-        the sessions a killed process left behind."""
+        the sessions a killed process left behind. The workers share one pool of
+        kept-alive connections (one health check, no connection set up per slot)."""
         cfg = self.cfg
         sandboxes: list[Sandbox] = []
         try:
-            for i in range(workers):
-                sb = Sandbox(cfg.sandbox_server_url, worker_id=self._worker_id(f"w{i}"), timeout=cfg.sandbox_timeout,
-                             auto_start_server=cfg.sandbox_auto_start and i == 0,
-                             config_path=cfg.sandbox_config_path if i == 0 else None)
-                sandboxes.append(sb)
-                sb.start_sync()
-                if i == 0:
-                    self.toolbox = _discover(sb, cfg.available_tools)
+            first = Sandbox(cfg.sandbox_server_url, worker_id=self._worker_id("w0"), timeout=cfg.sandbox_timeout,
+                            auto_start_server=cfg.sandbox_auto_start, config_path=cfg.sandbox_config_path,
+                            pool_maxsize=max(64, workers + 4))
+            sandboxes.append(first)
+            first.start_sync()
+            self.toolbox = _discover(first, cfg.available_tools)
+            for i in range(1, workers):
+                sandboxes.append(first.as_worker(self._worker_id(f"w{i}")).start_sync())
         except SandboxError as err:
             self._close_sandboxes(sandboxes)
             raise RolloutError(f"cannot use the sandbox server at {cfg.sandbox_server_url}: {err}") from err
@@ -560,7 +563,7 @@ class Runner:
     def _fresh_sandbox(self, slot: Sandbox, n: int) -> Sandbox:
         """A sandbox worker of its own for try ``n``: its sessions are new ones (placed on
         a live node), never the lost ones of the slot's worker."""
-        return Sandbox(self.cfg.sandbox_server_url, worker_id=f"{slot.worker_id}-r{n}", timeout=self.cfg.sandbox_timeout)
+        return slot.as_worker(f"{slot.worker_id}-r{n}")
 
     def _attempt(self, task: Task, sandbox: Sandbox, sample: int) -> tuple[AgentResult | None, str]:
         trace_id = f"tr-{uuid.uuid4().hex}"
@@ -588,11 +591,12 @@ class Runner:
                 log.warning("task %s#%d was taken over by another process after this one's claim expired; "
                             "its result here is dropped", task.id, claim.sample)
                 return False
-            row = add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample, attempt=attempt,
-                              result=result, score=score, metric=self.cfg.metric if self.cfg.scoring else None,
-                              trace_id=trace_id, worker_id=worker_id)
+            attempt_id = add_attempt(s, run_id=self.run_id, task=task, sample_index=claim.sample, attempt=attempt,
+                                     result=result, score=score,
+                                     metric=self.cfg.metric if self.cfg.scoring else None,
+                                     trace_id=trace_id, worker_id=worker_id)
             if task.id in self.qa_links:
-                qa_links.link(s, self.qa_links[task.id], self.run_id, row)
+                qa_links.link(s, self.qa_links[task.id], self.run_id, attempt_id, task.id)
             s.commit()
         return True
 

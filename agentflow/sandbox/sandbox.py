@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import logging
 import os
@@ -86,9 +87,12 @@ class Sandbox:
         api_token: Bearer token (default: ``AGENTFLOW_API_TOKEN``). An auto-started
             server is given the same token.
         server_startup_timeout: Seconds to wait for an auto-started server.
+        pool_maxsize: Connections kept alive to the server (at least the number of
+            threads that call at once, this object's and those of :meth:`as_worker`).
 
     The methods work without an explicit :meth:`start` (the first call starts).
-    One object may be used from many threads at once.
+    One object may be used from many threads at once; :meth:`as_worker` gives
+    another worker id on the same connection pool.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class Sandbox:
         api_token: str | None = None,
         *,
         server_startup_timeout: float = 60.0,
+        pool_maxsize: int | None = None,
     ):
         self.server_url = server_url.rstrip("/")
         self.worker_id = worker_id or f"worker_{uuid.uuid4().hex[:8]}"
@@ -110,13 +115,35 @@ class Sandbox:
         self.timeout = timeout
         self.max_retries = max_retries
         self.server_startup_timeout = server_startup_timeout
+        pool = {"pool_maxsize": pool_maxsize} if pool_maxsize else {}
         self._client = HTTPServiceClient(
-            HTTPClientConfig(base_url=self.server_url, timeout=timeout, max_retries=max_retries, api_token=api_token)
+            HTTPClientConfig(base_url=self.server_url, timeout=timeout, max_retries=max_retries, api_token=api_token,
+                             **pool)
         )
         self._lock = threading.Lock()
         self._started = False
         self._server: LocalServer | None = None
         self._finalizer: weakref.finalize | None = None
+        self._owner: Sandbox | None = None
+        """The sandbox whose connection pool this one shares (see :meth:`as_worker`)."""
+
+    def as_worker(self, worker_id: str) -> "Sandbox":
+        """Another worker (its own sessions) on this sandbox's server and connection pool.
+
+        It needs no health check of its own (it is started when this one is) and its
+        :meth:`close_sync` leaves the pool and an auto-started server alone: closing
+        this sandbox closes those. Many workers of one process thus share one pool of
+        kept-alive connections instead of one pool (and one probe) each.
+        """
+        view = copy.copy(self)  # same settings and the same HTTPServiceClient
+        view.worker_id = worker_id
+        view.auto_start_server, view.config_path = False, None
+        view._lock = threading.Lock()
+        view._started = False
+        view._server = None
+        view._finalizer = None
+        view._owner = self._owner or self
+        return view
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,6 +177,10 @@ class Sandbox:
             SandboxConnectionError: no server answers and auto-start is off.
             SandboxServerStartError: the auto-started server failed to come up.
         """
+        if self._owner is not None:  # a worker on another sandbox's pool: that one checks the server
+            self._owner.start_sync()
+            self._started = True
+            return self
         with self._lock:
             if self._started:
                 return self
@@ -171,6 +202,9 @@ class Sandbox:
     def close_sync(self) -> None:
         """Stop an auto-started server and release connections. Idempotent; the
         Sandbox can be started again afterwards."""
+        if self._owner is not None:  # the pool and any server belong to the owner
+            self._started = False
+            return
         with self._lock:
             self._started = False
             self._client.close()  # first: an idle keep-alive connection delays a graceful stop

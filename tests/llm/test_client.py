@@ -75,3 +75,16 @@ def test_connection_refused_and_timeout():
     with FakeOpenAI([Reply(content="late", latency=1.0)]) as fake:
         with pytest.raises(LLMTimeoutError):
             ChatModel("m", base_url=fake.base_url, max_retries=0, timeout=0.2).chat(MSG)
+
+
+def test_models_share_one_http_client_and_keep_their_own_endpoints(monkeypatch):
+    from agentflow.llm import client as client_mod
+
+    with FakeOpenAI("from a") as fa, FakeOpenAI("from b") as fb:
+        a, b = ChatModel("ma", base_url=fa.base_url), ChatModel("mb", base_url=fb.base_url, timeout=5)
+        assert a._client._client is b._client._client  # one pool and TLS context per process
+        assert (a.chat(MSG).content, b.chat(MSG).content) == ("from a", "from b")
+    assert [r["model"] for r in fa.requests + fb.requests] == ["ma", "mb"]
+    shared = client_mod._shared_http_client()
+    monkeypatch.setattr(client_mod.os, "getpid", lambda: -1)  # as in a forked child
+    assert client_mod._shared_http_client() is not shared

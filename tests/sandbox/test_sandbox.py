@@ -193,3 +193,45 @@ def test_worker_ids_are_isolated(server):
         a.destroy_session_sync("bash")
         assert b.list_sessions_sync()["data"]["sessions"][0]["status"] == "active"
         b.destroy_session_sync("bash")
+
+
+def test_as_worker_shares_the_pool_but_not_sessions(server):
+    owner = Sandbox(server_url=server.url, worker_id=f"own_{uuid.uuid4().hex[:6]}")
+    views = [owner.as_worker(f"view{i}_{uuid.uuid4().hex[:6]}") for i in range(4)]
+    assert all(v.client is owner.client for v in views)
+    assert all(not v.is_started for v in views)
+    with owner:
+        for i, v in enumerate(views):
+            v.start_sync()
+            v.create_session_sync("bash")
+            v.execute_sync("bash:run", {"command": f"echo {i} > mine.txt"})
+        for i, v in enumerate(views):  # each worker has its own session and workspace
+            assert v.execute_sync("bash:run", {"command": "cat mine.txt"})["data"]["stdout"] == f"{i}\n"
+            assert len(v.list_sessions_sync()["data"]["sessions"]) == 1
+        assert owner.list_sessions_sync()["data"]["sessions"] == []
+        views[0].close_sync()  # a view's close leaves the shared pool usable
+        assert views[1].execute_sync("diag:echo", {"value": "x"})["data"]["value"] == "x"
+        for v in views:
+            v.destroy_session_sync("bash")
+    assert not owner.is_started
+
+
+def test_as_worker_from_threads_keeps_each_worker_apart(server):
+    owner = Sandbox(server_url=server.url, worker_id=f"own_{uuid.uuid4().hex[:6]}", pool_maxsize=8)
+    seen, errors = {}, []
+
+    def work(n):
+        try:
+            v = owner.as_worker(f"thr{n}_{uuid.uuid4().hex[:6]}")
+            for i in range(3):
+                seen[(n, i)] = v.execute_sync("diag:echo", {"value": f"{n}.{i}"})["data"]["value"]
+        except Exception as err:  # collected and asserted below
+            errors.append(err)
+
+    with owner:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert not errors and seen == {(n, i): f"{n}.{i}" for n in range(16) for i in range(3)}

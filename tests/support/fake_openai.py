@@ -53,6 +53,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 __all__ = [
     "FakeOpenAI",
+    "FakeOpenAIProcess",
     "Reply",
     "by_turn",
     "call",
@@ -276,3 +277,144 @@ class FakeOpenAI:
                          "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")}],
             "usage": usage,
         }
+
+
+# ---------------------------------------------------------------------------- in its own process
+
+class FakeOpenAIProcess:
+    """The same scripted model, served from a process of its own by an asyncio server
+    with HTTP/1.1 keep-alive: for throughput measurements.
+
+    :class:`FakeOpenAI` runs in the caller's process (its request handling competes with
+    the code under test for the GIL) on werkzeug's development server, which closes the
+    connection after every reply and starts a thread per connection: every model call
+    then pays a TCP connect and a thread start, which a real endpoint does not charge.
+    Here any number of requests wait out ``latency`` concurrently (one ``asyncio.sleep``
+    each, no thread), connections are kept alive, and the CPU the fake spends is outside
+    the measured process. ``script`` must be picklable (a module-level function or a
+    list); request bodies are not kept (there is no ``requests``), ``request_count()``
+    says how many chat requests were served and ``connection_count()`` on how many
+    connections.
+
+    Usage::
+
+        with FakeOpenAIProcess(script, latency=0.1) as fake:
+            client = openai.OpenAI(base_url=fake.base_url, api_key="x")
+    """
+
+    def __init__(self, script: ReplyLike | list | None = None, *, latency: float = 0.0, model: str = "fake-model"):
+        self.script, self.latency, self.model = script, latency, model
+        self._proc = None
+        self._count = self._connections = None
+        self.port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> "FakeOpenAIProcess":
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # the caller may already run threads
+        parent, child = ctx.Pipe()
+        self._count, self._connections = ctx.Value("q", 0, lock=True), ctx.Value("q", 0, lock=True)
+        self._proc = ctx.Process(target=_serve_async, args=(self.script, self.latency, self.model, child,
+                                                            self._count, self._connections),
+                                 name="fake-openai", daemon=True)
+        self._proc.start()
+        if not parent.poll(60):
+            self.stop()
+            raise RuntimeError("the fake model process did not start within 60 s")
+        self.port = parent.recv()
+        return self
+
+    def request_count(self) -> int:
+        return self._count.value
+
+    def connection_count(self) -> int:
+        return self._connections.value
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.join(10)
+            self._proc = None
+
+    def __enter__(self) -> "FakeOpenAIProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+
+
+def _serve_async(script, latency: float, model: str, conn, count, connections) -> None:
+    """The child process of :class:`FakeOpenAIProcess`: a minimal HTTP/1.1 server."""
+    import asyncio
+
+    fake = FakeOpenAI(script, latency=latency, model=model)  # its reply logic, not its server
+
+    def respond(status: int, body: dict, headers: dict | None = None) -> bytes:
+        data = json.dumps(body).encode()
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}", "Content-Type: application/json",
+                f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + data
+
+    async def answer(method: str, path: str, body: bytes) -> bytes:
+        if method == "GET" and path.endswith("/v1/models"):
+            return respond(200, {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "tests"}]})
+        if method != "POST" or not path.endswith("/v1/chat/completions"):
+            return respond(404, {"error": {"message": f"no route {method} {path}"}})
+        req = json.loads(body or b"{}")
+        with count.get_lock():
+            count.value += 1
+        try:
+            reply = fake._next_reply(req)
+        except Exception as err:
+            return respond(500, {"error": {"message": f"fake script failed: {err!r}", "type": "server_error"}})
+        delay = latency if reply.latency is None else reply.latency
+        if delay:
+            await asyncio.sleep(delay)
+        if reply.status != 200:
+            headers = {"x-request-id": f"req_fake_{next(_ids)}"}
+            if reply.retry_after_ms is not None:
+                headers["retry-after-ms"] = str(reply.retry_after_ms)
+            return respond(reply.status, {"error": {"message": reply.error_message, "type": "scripted",
+                                                    "code": reply.status}}, headers)
+        return respond(200, fake._completion(req, reply))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with connections.get_lock():
+            connections.value += 1
+        try:
+            while True:
+                line = await reader.readline()
+                if not line.strip():
+                    break
+                method, path, _ = line.decode("latin-1").split(" ", 2)
+                headers = {}
+                while True:
+                    h = await reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                writer.write(await answer(method, path.split("?", 1)[0], body))
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        conn.send(server.sockets[0].getsockname()[1])
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
