@@ -8,7 +8,8 @@ in a fresh data dir and prints, at one client:
   2. ``code:run 1+1`` in a session vs without one, the same way: p50 and ratio;
   3. ``code`` session create p50 (after the pool has filled; the pool is given time to
      refill between creates, as it would be between rollout tasks);
-  4. ``code:run 1+1`` p50 (in a session, calls back to back).
+  4. ``code:run 1+1`` p50 (in a session, calls back to back), and ``bash:run true`` the same
+     way beside it (what the server's own path costs, without a kernel).
 
 Usage: python benchmark/pool_speed.py [--calls N] [--temp-calls N] [--creates N] [--pool-size N]
        [--refill-wait S] [--json out.json]
@@ -89,7 +90,7 @@ def main() -> None:
     ap.add_argument("--creates", type=int, default=15)
     ap.add_argument("--pool-size", type=int, default=None,
                     help="pool_size for bash and code (default: the backends' own default)")
-    ap.add_argument("--refill-wait", type=float, default=1.5,
+    ap.add_argument("--refill-wait", type=float, default=2.0,
                     help="seconds between temporary calls / creates (the pool refills meanwhile)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -111,6 +112,7 @@ def main() -> None:
         timed_calls(url, "bench-s", "bash:run", {"command": "true"}, 20)
         timed_calls(url, "bench-s", "code:run", {"code": "1+1"}, 20)
         run_1plus1 = timed_calls(url, "bench-s", "code:run", {"code": "1+1"}, args.calls)
+        run_true = timed_calls(url, "bench-s", "bash:run", {"command": "true"}, args.calls)
         bash_in, bash_tmp = paired_calls(url, "bash:run", {"command": "true"}, args.temp_calls, args.refill_wait)
         code_in, code_tmp = paired_calls(url, "code:run", {"code": "1+1"}, args.temp_calls, args.refill_wait)
         create = timed_creates(url, "code", args.creates, args.refill_wait)
@@ -123,6 +125,7 @@ def main() -> None:
             "code_ratio": round(p50(code_tmp) / p50(code_in), 2),
             "code_create_p50_ms": p50(create),
             "code_run_1plus1_p50_ms": p50(run_1plus1),
+            "bash_run_true_p50_ms": p50(run_true),
         }
     finally:
         srv.stop()
@@ -132,7 +135,8 @@ def main() -> None:
     print(f"code:run 1+1       in a session p50 {out['code_in_session_p50_ms']:8.2f} ms | without one "
           f"{out['code_temporary_p50_ms']:8.2f} ms | ratio {out['code_ratio']:.2f} (target <= 1.5)")
     print(f"code session create p50 {out['code_create_p50_ms']:8.2f} ms (target <= 50)")
-    print(f"code:run 1+1 p50        {out['code_run_1plus1_p50_ms']:8.2f} ms (target <= 5)")
+    print(f"code:run 1+1 p50        {out['code_run_1plus1_p50_ms']:8.2f} ms (target <= 5); bash:run true beside it "
+          f"{out['bash_run_true_p50_ms']:.2f} ms (both back to back, in a session)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 
