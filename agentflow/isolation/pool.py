@@ -85,14 +85,8 @@ class SessionPool:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         return path
 
-    @contextlib.contextmanager
     def _locked(self):
-        fd = os.open(self.folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        return _locked(self.folder)
 
     def _entries(self, suffix: str) -> list[Path]:
         return sorted(self.folder.glob(f"*.{suffix}"), key=lambda p: p.name)
@@ -165,7 +159,7 @@ class SessionPool:
             marker = self.folder / f"{eid}.starting"
             marker.write_text(self._owner)
         info = SessionInfo(eid, "", self.resource, self.root / eid, {}, {}, True)
-        info.pooled = eid
+        info.pooled = f"{self.resource}/{eid}"  # the ledger's mark: still in this pool
         try:
             info.workspace.mkdir(mode=0o700)
             self.starter(info)
@@ -253,6 +247,57 @@ class SessionPool:
         except Exception:  # noqa: BLE001 - the workspace still goes
             log.exception("ending pooled %s session %s failed", self.resource, info.session_id)
         shutil.rmtree(info.workspace, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """The pool folder's lock (a fresh open file each time: threads exclude each other too)."""
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def sweep_entry(confinement: Confinement, workspace_root: Path, ledger: Path) -> bool:
+    """For :func:`.session.sweep`: end the pool entry whose jail ledger is ``ledger`` if
+    its starter is gone (also when its backend runs no pool any more, e.g. after a restart
+    with ``pool_size: 0``). Under the pool's lock, so an entry being handed out is never
+    ended. True when it was ended."""
+    from ..tools.base import SessionInfo
+
+    try:
+        mark = str(json.loads(ledger.read_text())["pool"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    resource, _, eid = mark.partition("/")
+    folder = control_dir(workspace_root) / "pool" / resource
+    if not eid or "/" in eid or not folder.is_dir():
+        return False
+    with _locked(folder):
+        try:
+            entry = json.loads(ledger.read_text())
+        except (OSError, ValueError):
+            return False
+        if entry.get("pool") != mark:  # handed out meanwhile: a session's jail now
+            return False
+        ready, starting = folder / f"{eid}.ready", folder / f"{eid}.starting"
+        if ready.exists():
+            try:
+                owner = str(json.loads(ready.read_text()).get("owner"))
+            except (OSError, ValueError):
+                owner = ""
+        else:
+            owner = _read(starting)
+        if owner_alive(owner) is not False and (ready.exists() or starting.exists()):
+            return False
+        ready.unlink(missing_ok=True)
+        starting.unlink(missing_ok=True)
+    info = SessionInfo(eid, "", resource, Path(entry["workspace"]), {}, {"jail": entry["jail"]}, True)
+    confinement.stop(info)
+    shutil.rmtree(info.workspace, ignore_errors=True)
+    return True
 
 
 def _jail_alive(entry: dict) -> bool:

@@ -343,7 +343,10 @@ def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[s
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if entry.get("pool"):  # a pool entry not handed out yet: the pool reaps it (under its lock)
+        if entry.get("pool"):  # a pool entry not handed out yet: ended under the pool's lock, if orphaned
+            from .pool import sweep_entry
+
+            ended += sweep_entry(confinement, workspace_root, path)
             continue
         # a temporary session's owner on another node cannot be judged here: left to that node
         orphan = owner_alive(str(entry["owner"])) is False if entry.get("temporary") else not is_live(entry["session_id"])

@@ -241,3 +241,24 @@ def test_entries_of_a_dead_starter_are_ended(tmp_path):
     assert sorted(fake.stopped) == ["pool_bash_half", "pool_bash_ready_dead"]
     assert sorted(p.name for p in pool.folder.glob("*.*")) == ["pool_bash_busy.starting", "pool_bash_ready_live.ready"]
     assert not (tmp_path / "pool_bash_half").exists() and not (tmp_path / "pool_bash_ready_dead").exists()
+
+
+def test_the_cleaner_ends_orphaned_entries_of_a_pool_no_longer_run(tmp_path):
+    """A server restarted with ``pool_size: 0`` runs no refill: its cleaner (session.sweep)
+    still ends the entries a dead process left, and leaves a live one's alone."""
+    from agentflow.isolation.session import JailRecord, _write_ledger, sweep
+    from agentflow.tools.base import SessionInfo
+
+    fake = _FakeConfinement()
+    pool = SessionPool(fake, "code", 2, tmp_path, lambda info: None)
+    dead = owner_id()[:-1] + "x"
+    for eid, owner in (("pool_code_dead", dead), ("pool_code_live", owner_id())):
+        _fake_entry(pool, eid, owner)
+        info = SessionInfo(eid, "", "code", tmp_path / eid, {}, {}, True)
+        info.pooled = f"code/{eid}"
+        _write_ledger(control_dir(tmp_path), info, JailRecord(str(tmp_path / "s.sock"), session_key(eid), os.getpid(),
+                                                               None, False, "none"))
+    assert sweep(fake, tmp_path, lambda sid: False) == 1
+    assert fake.stopped == ["pool_code_dead"]
+    assert [p.name for p in pool.folder.glob("*.ready")] == ["pool_code_live.ready"]
+    assert not (tmp_path / "pool_code_dead").exists() and (tmp_path / "pool_code_live").exists()
