@@ -38,11 +38,12 @@ class BashBackend(Backend):
                 "TERM": "dumb", **self.extra_env}
 
     def create_session(self, session: SessionInfo) -> None:
-        """A warm session from the node's pool (``pool_size``), else one started now."""
-        if self.pool is not None:
+        """A temporary session (a call without one) takes a warm jail from the node's pool
+        (``pool_size``) when one is ready; any other session is started now."""
+        if self.pool is not None and session.temporary:
             if self.pool.take(session):
                 return
-            session.workspace.mkdir(parents=True, exist_ok=True)
+        session.workspace.mkdir(parents=True, exist_ok=True)
         self._start(session)
 
     def _start(self, session: SessionInfo) -> None:
