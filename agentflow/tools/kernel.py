@@ -62,6 +62,13 @@ try:  # a flush with nothing buffered is a no-op, not a round trip to the IO thr
     del _io, _flush, _cheap_flush
 except Exception:
     pass
+try:  # no execute_input message on IOPub (one message less per cell): our client takes the
+    # execution count from the execute reply
+    from ipykernel.kernelbase import Kernel as _Kernel
+    _Kernel._publish_execute_input = lambda self, *args, **kwargs: None
+    del _Kernel
+except Exception:
+    pass
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()
 """
@@ -466,11 +473,29 @@ def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, d
             continue
         if _collect(res, msg):
             break
+    if store_history:  # also keeps the shell channel from filling with unread replies
+        count = _reply_count(kc, msg_id, min(1.0, max(0.05, deadline - time.monotonic())))
+        res.execution_count = count if count is not None else res.execution_count
     if res.interrupted:
         res.status = "timeout"
     elif res.error is not None:
         res.status = "error"
     return res
+
+
+def _reply_count(kc: BlockingKernelClient, msg_id: str, wait: float) -> int | None:
+    """The execution count from the execute reply to ``msg_id`` (sent before the idle
+    status that ended the cell, so it is there or about to be); earlier replies left on the
+    shell channel are dropped on the way."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            msg = kc.shell_channel.get_msg(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            return None
+        if msg["parent_header"].get("msg_id") == msg_id:
+            count = msg["content"].get("execution_count")
+            return count if isinstance(count, int) else None
 
 
 def _collect(res: ExecResult, msg: dict) -> bool:
