@@ -116,11 +116,17 @@ class SessionPool:
                     path.unlink(missing_ok=True)
                     continue
                 record.holder = record.holder or entry["id"]
+                planned = session.workspace
                 session.workspace = Path(entry["workspace"])
                 session.state["jail"] = dataclasses.asdict(record)
-                session.pooled = None
-                # the ledger names the new owner before the entry leaves the pool
-                _write_ledger(control_dir(self.root), session, record)
+                try:
+                    # the ledger names the new owner before the entry leaves the pool
+                    _write_ledger(control_dir(self.root), session, record)
+                except OSError as err:  # the entry stays in the pool as it was; start cold
+                    log.warning("could not hand out pooled %s session %s: %s", self.resource, entry["id"], err)
+                    session.workspace = planned
+                    session.state.pop("jail", None)
+                    return None
                 path.unlink()
                 return entry["id"]
         return None
