@@ -42,13 +42,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..processes import owner_alive, owner_id
-from .session import Confinement, JailRecord, _write_ledger, control_dir, session_key
+from .session import Confinement, JailRecord, _unmount, _write_ledger, control_dir, session_key
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SessionPool"]
 
 _REFILL_INTERVAL = 1.0  # seconds between checks when nothing wakes the refill thread
+_DRAIN_WAIT = 15.0  # seconds a stopping process waits for the entry it is starting
 _REFILL_DELAY = 0.25  # after a take: the call that took the entry runs first, not beside a new jail
 _BACKOFF = (2.0, 5.0, 15.0, 30.0)  # after failed starts, so a broken machine is not hammered
 
@@ -159,7 +160,7 @@ class SessionPool:
         from ..tools.base import SessionInfo
 
         with self._locked():
-            if len(self._entries("starting")) + len(self._entries("ready")) >= self.size:
+            if self._stopped.is_set() or len(self._entries("starting")) + len(self._entries("ready")) >= self.size:
                 return False
             eid = f"pool_{self.resource}_{uuid.uuid4().hex[:16]}"
             marker = self.folder / f"{eid}.starting"
@@ -218,6 +219,9 @@ class SessionPool:
         every half-start whose process is gone) — at shutdown."""
         self._stopped.set()
         self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(_DRAIN_WAIT)  # an entry being started is ended by its starter, not left half-made
         doomed = []
         with contextlib.suppress(OSError), self._locked():
             for path in self._entries("ready"):
@@ -252,6 +256,8 @@ class SessionPool:
             self.confinement.stop(info)
         except Exception:  # noqa: BLE001 - the workspace still goes
             log.exception("ending pooled %s session %s failed", self.resource, info.session_id)
+        if os.path.ismount(info.workspace):  # a start cut off before its jail record was saved
+            _unmount(Path(info.workspace))
         shutil.rmtree(info.workspace, ignore_errors=True)
 
 

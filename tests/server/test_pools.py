@@ -262,3 +262,27 @@ def test_the_cleaner_ends_orphaned_entries_of_a_pool_no_longer_run(tmp_path):
     assert fake.stopped == ["pool_code_dead"]
     assert [p.name for p in pool.folder.glob("*.ready")] == ["pool_code_live.ready"]
     assert not (tmp_path / "pool_code_dead").exists() and (tmp_path / "pool_code_live").exists()
+
+
+def test_a_session_cannot_see_or_poison_pool_entries(pooled):
+    """From inside a session, the pool's files and the other entries' workspaces do not
+    exist; whatever it writes at their paths lands in its own jail, and the entry is handed
+    out untouched."""
+    srv = pooled
+    ready = _wait_full(srv, "bash", POOL)
+    created = srv.post("/session/create", {"worker_id": "pool-attacker", "resource_type": "bash"}).json()
+    assert created["code"] == 0, created
+    targets = " ".join(ready.values())
+    pool_folder = _pool_dir(srv, "bash")
+    probe = _run(srv, "pool-attacker", "bash:run", {"command": (
+        f"ls -d {pool_folder} {targets} 2>&1 | grep -c 'No such file'; "
+        f"for w in {targets}; do mkdir -p $w 2>/dev/null && echo evil > $w/poison 2>/dev/null; done; "
+        "ps -e -o pid= | wc -l")})
+    missing, processes = probe["data"]["stdout"].split()
+    assert int(missing) == 1 + len(ready), probe["data"]
+    assert int(processes) < 10, "the session sees its own processes only"
+    for _ in range(len(ready)):
+        got = _run(srv, "pool-victim", "bash:run", {"command": "pwd; ls -A | wc -l"})["data"]["stdout"].split()
+        if got[0] in ready.values():
+            assert got[1] == "0", f"pool entry {got[0]} was handed out with files in it"
+    srv.post("/session/destroy", {"worker_id": "pool-attacker", "resource_type": "bash"})
