@@ -59,6 +59,9 @@ class JailRecord:
     uid: int | None
     mounted: bool
     mode: str
+    holder: str | None = None
+    """The id the uid slot was allocated under, when it is not the session's own (a
+    session that adopted a pooled jail, see :mod:`.pool`)."""
 
     @classmethod
     def from_state(cls, state: dict | None) -> "JailRecord | None":
@@ -304,7 +307,7 @@ class Confinement:
         if record is not None and record.mounted:
             _unmount(Path(session.workspace))
         if record is not None and record.uid is not None:
-            release_uid(control / "uids", record.uid, session.session_id)
+            release_uid(control / "uids", record.uid, record.holder or session.session_id)
         for suffix in (".sock", ".json"):
             try:
                 os.unlink(control / f"{key}{suffix}")
@@ -321,6 +324,8 @@ def _write_ledger(control: Path, session, record: JailRecord) -> None:
     entry = {"session_id": session.session_id, "workspace": str(session.workspace),
              "temporary": bool(session.temporary), "owner": owner_id(),
              "jail": dataclasses.asdict(record)}
+    if getattr(session, "pooled", None):
+        entry["pool"] = session.pooled  # still in the pool: ended by .pool, never by sweep()
     tmp = control / f".{record.key}.{os.getpid()}.{threading.get_ident()}"
     with open(tmp, "w") as fh:
         json.dump(entry, fh)
@@ -337,6 +342,11 @@ def sweep(confinement: "Confinement", workspace_root: Path, is_live: Callable[[s
         try:
             entry = json.loads(path.read_text())
         except (OSError, ValueError):
+            continue
+        if entry.get("pool"):  # a pool entry not handed out yet: ended under the pool's lock, if orphaned
+            from .pool import sweep_entry
+
+            ended += sweep_entry(confinement, workspace_root, path)
             continue
         # a temporary session's owner on another node cannot be judged here: left to that node
         orphan = owner_alive(str(entry["owner"])) is False if entry.get("temporary") else not is_live(entry["session_id"])

@@ -93,7 +93,7 @@ class Runtime:
         context = BackendContext(data_dir=config.data_dir, roots=default_roots(config),
                                  session_factory=self.write, project_dir=config.project_dir,
                                  isolation=config.isolation, hidden_paths=hidden,
-                                 cgroup_parent=config.cgroup_parent)
+                                 cgroup_parent=config.cgroup_parent, workspace_root=workspaces)
         self.registry = ToolRegistry(config, context)
         self.workspaces = workspaces
         self.cluster = Cluster(config, self.read, self.writer)
@@ -166,6 +166,8 @@ class Runtime:
         self.cluster.register()
         self._spawn("agentflow-node-lease", lambda: self.cluster.heartbeat(self._stop, on_orphaned))
         self._spawn("agentflow-cleaner", self._clean_loop)
+        for backend in self.registry.backends.values():
+            backend.start_background()  # warm pools
         if self.config.warmup_enabled:
             self._spawn("agentflow-warmup", lambda: self.warmup(self.config.warmup_resources or None))
 
@@ -214,6 +216,7 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
+        self.sessions.close()
         self.registry.close()
         self.writer.close()
         for engine in self._engines:

@@ -123,6 +123,8 @@ class ToolRegistry:
     def close(self) -> None:
         for backend in self.backends.values():
             try:
+                if backend.pool is not None:
+                    backend.pool.drain()  # the entries this process started
                 backend.close()
             except Exception:  # noqa: BLE001 - shutdown must go on
                 log.exception("closing backend %s failed", backend.name)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import re
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,6 +47,9 @@ _STARTER = "_starter"
 """Key in a starting row's ``state``: ``owner_id()`` of the process starting it, so a
 start cut off by a dead process is failed at once. Never shown to backends."""
 _STALE_CLOSE_SECONDS = 120.0
+_END_DELAY = 0.05
+"""Seconds a pooled temporary session is ended after its call, leaving the CPU to the
+call's answer first."""
 
 # Names that become part of a session id, hence of a folder name: no "/", no leading
 # "." (so never "." or ".."), no NUL, control characters or whitespace.
@@ -113,6 +118,9 @@ class SessionManager:
         self._workspaces = workspaces
         self.ttl = dt.timedelta(seconds=ttl)
         self._owner = owner_id()
+        self._ending: queue.Queue = queue.Queue()
+        self._ender: threading.Thread | None = None
+        self._ender_lock = threading.Lock()
 
     # -- create ------------------------------------------------------------------
     def create(self, worker_id: str, resource_type: str, config: dict | None = None,
@@ -149,7 +157,8 @@ class SessionManager:
             break
         info = self.info(row)
         info.save_state = lambda: self._save_starting_state(row.id, info.state)
-        info.workspace.mkdir(parents=True, exist_ok=True)
+        planned = info.workspace
+        planned.mkdir(parents=True, exist_ok=True)
         try:
             backend.create_session(info)
         except Exception as err:  # noqa: BLE001 - any start failure is a 1003, never "live"
@@ -157,8 +166,11 @@ class SessionManager:
             log.warning("session %s failed to start: %s", row.id, reason)
             self._finish_row(row.id, SESSION_FAILED, reason)
             shutil.rmtree(info.workspace, ignore_errors=True)
+            if info.workspace != planned:
+                shutil.rmtree(planned, ignore_errors=True)
             raise SessionError(f"session for resource '{resource_type}' failed to start: {reason}") from err
-        row = self._writer.write(lambda s: self._activate(s, row.id, info.state))
+        workspace = _adopted(info, planned)
+        row = self._writer.write(lambda s: self._activate(s, row.id, info.state, workspace))
         return session_view(row), True
 
     @staticmethod
@@ -226,10 +238,12 @@ class SessionManager:
         s.flush()
         return "new", row
 
-    def _activate(self, s: Session, session_id: str, state: dict) -> SandboxSession:
+    def _activate(self, s: Session, session_id: str, state: dict, workspace: str | None = None) -> SandboxSession:
         row = s.get(SandboxSession, session_id)
         now = utcnow()
         row.status, row.state, row.last_activity, row.expires_at = SESSION_ACTIVE, state, now, now + self.ttl
+        if workspace is not None:
+            row.workspace = workspace
         return row
 
     def _save_starting_state(self, session_id: str, state: dict) -> None:
@@ -325,17 +339,54 @@ class SessionManager:
         """Start a session that lives for one call (no database row)."""
         self._check_names(worker_id, resource_type)
         session_id = f"tmp_{resource_type}_{worker_id}_{uuid.uuid4().hex[:8]}"
-        info = SessionInfo(session_id, worker_id, resource_type, self.workspace_for(session_id), {}, {}, True)
-        info.workspace.mkdir(parents=True, exist_ok=True)
+        planned = self.workspace_for(session_id)
+        info = SessionInfo(session_id, worker_id, resource_type, planned, {}, {}, True)
+        backend = self._registry.backend(resource_type)
+        if backend.pool is None:  # a pooled backend makes it only when it starts one cold
+            planned.mkdir(parents=True, exist_ok=True)
         try:
-            self._registry.backend(resource_type).create_session(info)
+            backend.create_session(info)  # a pooled backend hands over a warm session (its own workspace)
         except Exception as err:  # noqa: BLE001 - reported as 1003
             shutil.rmtree(info.workspace, ignore_errors=True)
+            if info.workspace != planned:
+                shutil.rmtree(planned, ignore_errors=True)
             raise SessionError(f"temporary session for '{resource_type}' failed to start: {err}") from err
         return info
 
     def end_temporary(self, info: SessionInfo) -> None:
-        self._stop_backend(info)
+        """End a temporary session. One that came from a warm pool is ended just after
+        the call, by this process's ender thread, so the answer does not wait for its
+        processes to be killed and its workspace removed; if this process dies first,
+        the jail's ledger names it as the owner and the cleaner ends the session."""
+        backend = self._registry.backends.get(info.resource_type)
+        if backend is None or backend.pool is None:
+            self._stop_backend(info)
+            return
+        with self._ender_lock:
+            if self._ender is None or not self._ender.is_alive():
+                self._ender = threading.Thread(target=self._end_queued, name="agentflow-session-ender", daemon=True)
+                self._ender.start()
+        self._ending.put((time.monotonic(), info))
+
+    def _end_queued(self) -> None:
+        while True:
+            queued_at, info = self._ending.get()
+            try:
+                if info is None:
+                    return
+                # after the answer has gone out (its audit row is written meanwhile)
+                time.sleep(max(0.0, queued_at + _END_DELAY - time.monotonic()))
+                self._stop_backend(info)
+            finally:
+                self._ending.task_done()
+
+    def close(self) -> None:
+        """End the temporary sessions still queued (at shutdown)."""
+        with self._ender_lock:
+            ender = self._ender
+        if ender is not None and ender.is_alive():
+            self._ending.put((0.0, None))
+            ender.join(30)
 
     def is_live(self, session_id: str) -> bool:
         """Whether the session's row is starting or active (its processes must stay)."""
@@ -492,7 +543,22 @@ class SessionManager:
         rows = self._writer.write(claim_all)
         for row in rows:
             self._end(row, SESSION_DESTROYED, reason)
+        for backend in self._registry.backends.values():
+            if backend.pool is not None:
+                backend.pool.drain(everyone=True)  # the node's warm sessions, not in use by anyone
         return len(rows)
+
+
+def _adopted(info: SessionInfo, planned: Path) -> str | None:
+    """The workspace to record when the backend handed the session a pooled one (its
+    own folder of the workspace root) instead of ``planned``, which then goes."""
+    if Path(info.workspace) == planned:
+        return None
+    try:
+        planned.rmdir()
+    except OSError:
+        shutil.rmtree(planned, ignore_errors=True)
+    return str(info.workspace)
 
 
 def _starter_alive(row: SandboxSession) -> bool | None:

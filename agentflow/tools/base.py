@@ -107,6 +107,9 @@ class SessionInfo:
     in ``create_session`` as soon as ``state`` names processes it started, so that if
     the server process dies before ``create_session`` returns, ``destroy_session`` is
     still called with them (by the next re-create or by the cleaner)."""
+    pooled: str | None = dataclasses.field(default=None, repr=False, compare=False)
+    """Set on a session being started for a warm pool (its pool entry id) until it is
+    handed out (see :mod:`agentflow.isolation.pool`)."""
 
 
 @dataclasses.dataclass
@@ -145,6 +148,9 @@ class BackendContext:
     """Host paths a session must never see (data dir, workspace root, config file)."""
     cgroup_parent: str = "agentflow"
     """Name of the cgroup folder under which session cgroups are made."""
+    workspace_root: Path | None = None
+    """The server's folder of session workspaces (where a warm pool starts its
+    sessions); None: no pool (a backend made outside a server)."""
 
 
 @dataclasses.dataclass
@@ -227,6 +233,10 @@ class Backend:
     config_keys: frozenset[str] | None = None
     """Option names this backend understands; None accepts anything. Keys starting
     with ``_`` (comments) are always allowed."""
+    default_pool_size: int = 0
+    """Warm sessions the node keeps for this backend when ``pool_size`` is not set."""
+    pool = None
+    """The backend's warm pool (:class:`agentflow.isolation.pool.SessionPool`) or None."""
 
     def __init__(self, config: dict, context: BackendContext):
         self.config = config
@@ -261,6 +271,34 @@ class Backend:
             return None
         except IsolationError as err:
             raise BackendConfigError(str(err)) from None
+
+    def session_pool(self, starter: Callable[[SessionInfo], None]):
+        """The node's warm pool of this backend's sessions (``pool_size`` entries, default
+        :attr:`default_pool_size`; 0 turns it off), started by ``starter``; None when
+        off, when the sessions cannot be confined here, or outside a server.
+
+        Raises:
+            BackendConfigError: ``pool_size`` is not an integer >= 0.
+        """
+        from ..config import ConfigError, as_int
+
+        raw = self.config.get("pool_size", self.default_pool_size)
+        try:
+            size = as_int(raw, f"resource '{self.name}': pool_size", 0)
+        except ConfigError as err:
+            raise BackendConfigError(f"{err} (the number of warm sessions the node keeps; 0 turns the pool off)"
+                                     ) from None
+        confinement = getattr(self, "confine", None)
+        if size == 0 or confinement is None or self.context.workspace_root is None:
+            return None
+        from ..isolation.pool import SessionPool
+
+        return SessionPool(confinement, self.name, size, self.context.workspace_root, starter)
+
+    def start_background(self) -> None:
+        """Start this process's background work for the backend (the pool's refill)."""
+        if self.pool is not None and not self.unconfinable:
+            self.pool.start()
 
     def check_config(self) -> None:
         """Raise BackendConfigError for unknown or invalid options (at server start)."""

@@ -20,7 +20,8 @@ class BashBackend(Backend):
     name = "bash"
     description = "Shell commands in a per-session workspace"
     config_keys = frozenset({"cpu_seconds", "memory_mb", "file_size_mb", "max_processes", "disk_mb", "network",
-                             "default_timeout", "env"})
+                             "default_timeout", "env", "pool_size"})
+    default_pool_size = 2
 
     def check_config(self) -> None:
         super().check_config()
@@ -29,6 +30,7 @@ class BashBackend(Backend):
         if not isinstance(env, dict):
             raise BackendConfigError("resource 'bash': env must be an object of NAME: value")
         self.extra_env = {str(k): str(v) for k, v in env.items()}
+        self.pool = self.session_pool(self._start_warm)
 
     # -- sessions ----------------------------------------------------------------
     def _env(self, session: SessionInfo) -> dict[str, str]:
@@ -36,10 +38,25 @@ class BashBackend(Backend):
                 "TERM": "dumb", **self.extra_env}
 
     def create_session(self, session: SessionInfo) -> None:
+        """A temporary session (a call without one) takes a warm jail from the node's pool
+        (``pool_size``) when one is ready; any other session is started now."""
+        if self.pool is not None and session.temporary:
+            if self.pool.take(session):
+                return
+        session.workspace.mkdir(parents=True, exist_ok=True)
+        self._start(session)
+
+    def _start(self, session: SessionInfo) -> None:
         try:
             self.confine.start(session, self._env(session))
         except Exception as err:  # noqa: BLE001 - any start failure is a 1003
             raise SessionFailed(str(err)) from None
+
+    def _start_warm(self, session: SessionInfo) -> None:
+        """A pool entry: started, and one command run so that its supervisor holds a
+        warm spare shell for the first call of whoever takes it."""
+        self._start(session)
+        self.confine.attach(session, 65536).request("bash", 30, command="true", timeout=30, max_output=1024)
 
     def _restart(self, session: SessionInfo):
         try:

@@ -41,7 +41,8 @@ class KernelBackend(Backend):
     server capped results."""
 
     config_keys = frozenset({"python", "startup_timeout", "interrupt_grace", "max_images", "env", "startup_code",
-                             "memory_mb", "max_processes", "disk_mb", "file_size_mb", "cpu_seconds", "network"})
+                             "memory_mb", "max_processes", "disk_mb", "file_size_mb", "cpu_seconds", "network",
+                             "pool_size"})
     startup_code: str = ""
 
     def check_config(self) -> None:
@@ -65,6 +66,8 @@ class KernelBackend(Backend):
         self.startup = "\n".join(c for c in (self.startup_code, cfg.get("startup_code", "")) if c)
         # Figures as PNG through the inline backend, when the kernel can load it.
         self.inline_plots = self.python != sys.executable or importlib.util.find_spec("matplotlib_inline") is not None
+        # warm kernels (started confined, startup code run, never used) for new sessions
+        self.pool = self.session_pool(self._start_warm)
 
     # -- sessions ----------------------------------------------------------------
     def _env(self, session: SessionInfo) -> dict[str, str]:
@@ -84,6 +87,14 @@ class KernelBackend(Backend):
         return env
 
     def create_session(self, session: SessionInfo) -> None:
+        """A warm kernel from the node's pool (``pool_size``), else one started now."""
+        if self.pool is not None:
+            if self.pool.take(session):
+                return
+            session.workspace.mkdir(parents=True, exist_ok=True)
+        self._start(session)
+
+    def _start(self, session: SessionInfo) -> None:
         kernel = {"python": self.python, "startup_timeout": self.startup_timeout,
                   "interrupt_grace": self.interrupt_grace, "max_images": self.max_images,
                   "startup_code": self.startup,
@@ -98,6 +109,17 @@ class KernelBackend(Backend):
         if not reply.get("started"):
             self.confine.stop(session)
             raise SessionFailed(str(reply.get("error") or "the Python kernel did not start"))
+
+    def _start_warm(self, session: SessionInfo) -> None:
+        """A pool entry: started, and one silent execution (no output, no history, no
+        name added) so that IPython's first-run work is not paid by the first call."""
+        self._start(session)
+        reply = self.confine.attach(session, 1 << 20).request(
+            "kernel_exec", 2 * self.startup_timeout, code="None", timeout=self.startup_timeout, max_output=1024,
+            store_history=False)
+        if reply.get("status") != "ok":
+            self.confine.stop(session)
+            raise SessionFailed(f"the pooled kernel did not run its first cell: {reply.get('status')}")
 
     def destroy_session(self, session: SessionInfo) -> None:
         self.confine.stop(session)
@@ -157,6 +179,7 @@ class KernelBackend(Backend):
 class CodeBackend(KernelBackend):
     name = "code"
     description = "Python in a persistent per-session kernel"
+    default_pool_size = 2
 
     @tool(
         "run",

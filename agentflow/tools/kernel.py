@@ -52,6 +52,23 @@ if mem > 0:
 nproc = int(os.environ.pop("AF_KERNEL_NPROC", "0") or 0)
 if nproc > 0:
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+try:  # a flush with nothing buffered is a no-op, not a round trip to the IO thread (4 per cell)
+    from ipykernel import iostream as _io
+    _flush = _io.OutStream.flush
+    def _cheap_flush(self, _flush=_flush):
+        if self._buffers or self._flush_pending or self.echo is not None:
+            _flush(self)
+    _io.OutStream.flush = _cheap_flush
+    del _io, _flush, _cheap_flush
+except Exception:
+    pass
+try:  # no execute_input message on IOPub (one message less per cell): our client takes the
+    # execution count from the execute reply
+    from ipykernel.kernelbase import Kernel as _Kernel
+    _Kernel._publish_execute_input = lambda self, *args, **kwargs: None
+    del _Kernel
+except Exception:
+    pass
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()
 """
@@ -230,7 +247,10 @@ def start_kernel(workspace: Path, *, env: dict[str, str], python: str | None = N
     with open(log_path, "ab") as log_fh:
         proc = subprocess.Popen(
             [python or sys.executable, "-c", _LAUNCHER, "-f", conn_file,
-             "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True"],
+             "--HistoryManager.enabled=False", "--IPKernelApp.quiet=True",
+             # the reply waits 0.5 ms by default "so that output makes it to clients"; ours
+             # waits for the idle status on IOPub, which follows every output of the cell
+             "--Kernel._execute_sleep=0"],
             cwd=workspace, env=full_env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
             **({"user": user, "group": user, "extra_groups": []} if user is not None else {}),
@@ -341,7 +361,7 @@ def _wait_subscribed(kc: BlockingKernelClient, handle: KernelHandle, deadline: f
         retry_at = time.monotonic() + 0.5
         while time.monotonic() < min(retry_at, deadline):
             try:
-                msg = kc.get_iopub_msg(timeout=min(_POLL_SLICE, max(0.0, deadline - time.monotonic())))
+                msg = kc.iopub_channel.get_msg(timeout=min(_POLL_SLICE, max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 if not is_alive(handle):
                     raise KernelError(f"kernel process {handle.pid} is not running") from None
@@ -357,7 +377,7 @@ def _drain(kc: BlockingKernelClient, timeout: float) -> None:
     """Throw away replies left on the shell channel by earlier calls."""
     while True:
         try:
-            kc.get_shell_msg(timeout=timeout)
+            kc.shell_channel.get_msg(timeout=timeout)
         except queue.Empty:
             return
 
@@ -441,7 +461,8 @@ def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, d
             return res
         limit = (interrupted_at + interrupt_grace) if interrupted_at is not None else deadline
         try:
-            msg = kc.get_iopub_msg(timeout=max(0.001, min(_POLL_SLICE, limit - now)))
+            # the channel itself: the client's get_iopub_msg wraps it in an event loop run per message
+            msg = kc.iopub_channel.get_msg(timeout=max(0.001, min(_POLL_SLICE, limit - now)))
         except queue.Empty:
             if not is_alive(handle):
                 res.status, res.exit_info = "died", _reap(handle.pid)
@@ -452,11 +473,29 @@ def _execute_locked(kc: BlockingKernelClient, handle: KernelHandle, code: str, d
             continue
         if _collect(res, msg):
             break
+    if store_history:  # also keeps the shell channel from filling with unread replies
+        count = _reply_count(kc, msg_id, min(1.0, max(0.05, deadline - time.monotonic())))
+        res.execution_count = count if count is not None else res.execution_count
     if res.interrupted:
         res.status = "timeout"
     elif res.error is not None:
         res.status = "error"
     return res
+
+
+def _reply_count(kc: BlockingKernelClient, msg_id: str, wait: float) -> int | None:
+    """The execution count from the execute reply to ``msg_id`` (sent before the idle
+    status that ended the cell, so it is there or about to be); earlier replies left on the
+    shell channel are dropped on the way."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            msg = kc.shell_channel.get_msg(timeout=max(0.0, end - time.monotonic()))
+        except queue.Empty:
+            return None
+        if msg["parent_header"].get("msg_id") == msg_id:
+            count = msg["content"].get("execution_count")
+            return count if isinstance(count, int) else None
 
 
 def _collect(res: ExecResult, msg: dict) -> bool:
