@@ -31,24 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.jail import cgroup_pids  # noqa: E402
+from benchmark.server_bench import timed_calls  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
-
-
-def calls(url: str, worker: str, action: str, params: dict, n: int) -> list[float]:
-    http = requests.Session()
-    body = {"worker_id": worker, "action": action, "params": params}
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        reply = http.post(url + "/execute", json=body, timeout=60).json()
-        out.append((time.perf_counter() - t0) * 1000)
-        assert reply["code"] == 0, reply
-    return out
 
 
 def creates(url: str, resource: str, n: int) -> list[float]:
@@ -113,10 +102,10 @@ def measure(mode: str, n_calls: int, n_creates: int, vm: bool) -> dict:
     try:
         requests.post(srv.url + "/session/create", json={"worker_id": "bench", "resource_type": "bash"}, timeout=60)
         requests.post(srv.url + "/session/create", json={"worker_id": "bench", "resource_type": "code"}, timeout=60)
-        calls(srv.url, "bench", "bash:run", {"command": "true"}, 30)  # warm both workers
-        bash = calls(srv.url, "bench", "bash:run", {"command": "true"}, n_calls)
-        calls(srv.url, "bench", "code:run", {"code": "1+1"}, 20)
-        code = calls(srv.url, "bench", "code:run", {"code": "1+1"}, n_calls)
+        timed_calls(srv.url, "bash:run", {"command": "true"}, 30, "bench")  # warm both workers
+        bash = timed_calls(srv.url, "bash:run", {"command": "true"}, n_calls, "bench")
+        timed_calls(srv.url, "code:run", {"code": "1+1"}, 20, "bench")
+        code = timed_calls(srv.url, "code:run", {"code": "1+1"}, n_calls, "bench")
         figures = {"bash_true_p50_ms": pct(bash, 50), "bash_true_p99_ms": pct(bash, 99),
                    "code_run_p50_ms": pct(code, 50), "code_run_p99_ms": pct(code, 99)}
         for resource in ("bash", "code") + (("vm",) if gui else ()):

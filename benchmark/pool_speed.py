@@ -31,23 +31,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentflow.bench import BenchResult  # noqa: E402
+from benchmark.server_bench import timed_calls  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
 
 def p50(values: list[float]) -> float:
     return BenchResult(len(values), 1.0, values, Counter(), Counter()).summary()["p50_ms"]
-
-
-def timed_calls(url: str, worker: str, action: str, params: dict, n: int) -> list[float]:
-    http = requests.Session()
-    body = {"worker_id": worker, "action": action, "params": params}
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        reply = http.post(url + "/execute", json=body, timeout=120).json()
-        out.append((time.perf_counter() - t0) * 1000)
-        assert reply["code"] == 0, reply
-    return out
 
 
 def paired_calls(url: str, action: str, params: dict, n: int, pause: float) -> tuple[list[float], list[float]]:
@@ -109,10 +98,10 @@ def main() -> None:
             reply = http.post(url + "/session/create", json={"worker_id": "bench-s", "resource_type": resource},
                               timeout=120).json()
             assert reply["code"] == 0, reply
-        timed_calls(url, "bench-s", "bash:run", {"command": "true"}, 20)
-        timed_calls(url, "bench-s", "code:run", {"code": "1+1"}, 20)
-        run_1plus1 = timed_calls(url, "bench-s", "code:run", {"code": "1+1"}, args.calls)
-        run_true = timed_calls(url, "bench-s", "bash:run", {"command": "true"}, args.calls)
+        timed_calls(url, "bash:run", {"command": "true"}, 20, "bench-s")
+        timed_calls(url, "code:run", {"code": "1+1"}, 20, "bench-s")
+        run_1plus1 = timed_calls(url, "code:run", {"code": "1+1"}, args.calls, "bench-s")
+        run_true = timed_calls(url, "bash:run", {"command": "true"}, args.calls, "bench-s")
         bash_in, bash_tmp = paired_calls(url, "bash:run", {"command": "true"}, args.temp_calls, args.refill_wait)
         code_in, code_tmp = paired_calls(url, "code:run", {"code": "1+1"}, args.temp_calls, args.refill_wait)
         create = timed_creates(url, "code", args.creates, args.refill_wait)

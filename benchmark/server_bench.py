@@ -52,9 +52,10 @@ def _cmdline(pid: int) -> bytes | None:
         return None
 
 
-def timed_calls(url: str, action: str, params: dict, n: int) -> list[float]:
+def timed_calls(url: str, action: str, params: dict, n: int, worker: str = "bench_serial") -> list[float]:
+    """Latencies (ms) of ``n`` calls one after another, each checked to succeed."""
     session = requests.Session()
-    body = {"worker_id": "bench_serial", "action": action, "params": params}
+    body = {"worker_id": worker, "action": action, "params": params}
     out = []
     for _ in range(n):
         t0 = time.perf_counter()

@@ -422,10 +422,7 @@ def _export_benchmark(args: argparse.Namespace) -> int:
     flt = _solved_filter(args)  # bad flags fail before the database is opened
     engine, session = _session(args)
     with session:
-        if _synthesis_run(session, args.run_id) is None:
-            if get_rollout_run(session, args.run_id) is not None:
-                raise CommandError(f"{args.run_id!r} is a rollout run: --as-benchmark exports a synthesis run's QA")
-            raise CommandError(f"no synthesis run {args.run_id!r} in this database")
+        _require_synthesis_run(session, args.run_id, "--as-benchmark exports a synthesis run's QA")
         written = export_benchmark(session, args.run_id, args.output, flt)
     engine.dispose()
     if written["file"] is None:
@@ -438,16 +435,20 @@ def _export_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_synthesis_run(session, run_id: str, why: str) -> None:
+    if _synthesis_run(session, run_id) is None:
+        if get_rollout_run(session, run_id) is not None:
+            raise CommandError(f"{run_id!r} is a rollout run: {why}")
+        raise CommandError(f"no synthesis run {run_id!r} in this database")
+
+
 def _qa(args: argparse.Namespace) -> int:
     from ..synthesis.benchmark import select_qa
 
     flt = _solved_filter(args)
     engine, session = _session(args)
     with session:
-        if _synthesis_run(session, args.run_id) is None:
-            if get_rollout_run(session, args.run_id) is not None:
-                raise CommandError(f"{args.run_id!r} is a rollout run: runs qa lists a synthesis run's QA pairs")
-            raise CommandError(f"no synthesis run {args.run_id!r} in this database")
+        _require_synthesis_run(session, args.run_id, "runs qa lists a synthesis run's QA pairs")
         rows = select_qa(session, args.run_id, flt)
         for qa, seed, diffs in rows:
             if args.json:
