@@ -1,7 +1,8 @@
 """The per-session supervisor: runs *inside* the session's jail, as the session.
 
 Started by :mod:`.session` with a listening unix socket as an inherited descriptor, it
-serves one framed JSON request per connection (:mod:`.channel`), each in a thread of
+serves framed JSON requests (:mod:`.channel`), one after the other on each connection
+(the server keeps a connection for its next request), each connection in a thread of
 its own:
 
 - ``configure`` — the environment for the session's programs, and limits;
@@ -470,19 +471,28 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
+def _serve(sup: Supervisor, conn: socket.socket) -> None:
+    """Answer the requests of one connection, one after the other, until the server
+    closes it (it keeps a connection for its next request) or it breaks."""
     try:
-        request = read_frame(conn, _MAX_REQUEST)
-        try:
-            reply = sup.handle(request)
-        except Exception as err:  # noqa: BLE001 - the server gets the reason, the supervisor lives on
-            reply = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
-        write_frame(conn, reply)
-    except Exception:  # noqa: BLE001 - a broken connection ends that call only
-        pass
+        while True:
+            try:
+                request = read_frame(conn, _MAX_REQUEST)
+            except Exception:  # noqa: BLE001 - closed, broken or garbage: that connection ends
+                return
+            try:
+                try:
+                    reply = sup.handle(request)
+                except Exception as err:  # noqa: BLE001 - the server gets the reason, the supervisor lives on
+                    reply = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                             "trace": traceback.format_exc()[-2000:]}
+                write_frame(conn, reply)
+            except Exception:  # noqa: BLE001 - a broken connection ends that call only
+                return
+            finally:
+                sup.after_reply.run()
     finally:
         conn.close()
-        sup.after_reply.run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -494,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     sup = Supervisor(workspace)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_serve_one, args=(sup, conn), daemon=True).start()
+        threading.Thread(target=_serve, args=(sup, conn), daemon=True).start()
 
 
 if __name__ == "__main__":
