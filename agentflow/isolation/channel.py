@@ -5,6 +5,12 @@ sends a request and reads its reply; the reply's size is capped and the whole ex
 has a deadline, because the supervisor runs as the session and may be replaced by
 anything the session's code wants.
 
+A supervisor writes one byte, ``ACK``, as soon as it has read a request, before it
+does anything: a connection that ends before that byte means the request never ran
+(the supervisor was gone or dying), which is safe to say, and to retry on a fresh
+connection; one that ends after it means the supervisor ended during the request.
+(A frame header never starts with ``ACK``: that would be a frame over 4 GB.)
+
 A connection whose exchange ended cleanly is kept (a few per socket, per process, for a
 short while) and used for the next request to that supervisor, so a call does not pay
 for a connect and a supervisor thread. A kept connection is used again only when
@@ -27,6 +33,7 @@ from .errors import SupervisorError, SupervisorGone, SupervisorTimeout
 __all__ = ["bind_unix", "connect_unix", "forget", "request", "read_frame", "write_frame"]
 
 _HEADER = struct.Struct(">I")
+ACK = b"\xff"
 _SUN_PATH = 100  # sun_path holds 108 bytes
 
 
@@ -76,10 +83,10 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes
     return b"".join(chunks)
 
 
-def read_frame(sock: socket.socket, max_bytes: int, deadline: float | None = None) -> dict:
-    """One frame as a dict. Raises SupervisorError on anything but a JSON object within
-    ``max_bytes``."""
-    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
+def read_frame(sock: socket.socket, max_bytes: int, deadline: float | None = None, head: bytes = b"") -> dict:
+    """One frame as a dict (``head``: its first bytes, already read). Raises
+    SupervisorError on anything but a JSON object within ``max_bytes``."""
+    (size,) = _HEADER.unpack(head + _recv_exact(sock, _HEADER.size - len(head), deadline))
     if size > max_bytes:
         raise SupervisorError(f"the session supervisor sent {size} bytes, over the {max_bytes}-byte limit")
     try:
@@ -187,7 +194,7 @@ def request(path: str, payload: dict, timeout: float, max_bytes: int) -> dict:
     if sock is not None:
         try:
             reply = _exchange(sock, payload, timeout, max_bytes, deadline)
-        except _NotSent:  # it closed the kept connection before reading anything: never ran
+        except _NotStarted:  # the supervisor had closed it, or ended before taking the call
             sock.close()
         except BaseException:
             sock.close()
@@ -206,8 +213,8 @@ def request(path: str, payload: dict, timeout: float, max_bytes: int) -> dict:
             raise SupervisorTimeout("the session supervisor did not accept the call in time") from None
         try:
             reply = _exchange(sock, payload, timeout, max_bytes, deadline)
-        except _NotSent:
-            raise SupervisorError("the session supervisor closed the connection") from None
+        except _NotStarted:
+            raise SupervisorGone("the session supervisor ended before it took the call") from None
     except BaseException:
         sock.close()
         raise
@@ -215,8 +222,8 @@ def request(path: str, payload: dict, timeout: float, max_bytes: int) -> dict:
     return reply
 
 
-class _NotSent(Exception):
-    """The request could not be written: the supervisor had closed the connection."""
+class _NotStarted(Exception):
+    """The connection ended before the supervisor took the request: it never ran."""
 
 
 def _exchange(sock: socket.socket, payload: dict, timeout: float, max_bytes: int, deadline: float) -> dict:
@@ -224,10 +231,17 @@ def _exchange(sock: socket.socket, payload: dict, timeout: float, max_bytes: int
     try:
         write_frame(sock, payload)
     except (BrokenPipeError, ConnectionResetError):
-        raise _NotSent() from None
+        raise _NotStarted() from None
     except socket.timeout:
         raise SupervisorTimeout("the session supervisor did not take the call in time") from None
     try:
-        return read_frame(sock, max_bytes, deadline)
+        try:
+            first = _recv_exact(sock, 1, deadline)
+        except SupervisorTimeout:
+            raise
+        except (SupervisorError, ConnectionResetError):
+            raise _NotStarted() from None
+        # a supervisor started by an earlier version answers without ACK
+        return read_frame(sock, max_bytes, deadline, b"" if first == ACK else first)
     except ConnectionResetError:
         raise SupervisorError("the session supervisor closed the connection without an answer") from None
