@@ -142,15 +142,16 @@ class _Idle:
             else:
                 kept.append((sock, now))
                 self.count += 1
-            if self.count > self.TOTAL:  # drop the oldest everywhere
-                for other in list(self.conns):
-                    fresh = [(c, t) for c, t in self.conns[other] if now - t <= self.MAX_AGE / 2]
-                    dropped.extend(c for c, t in self.conns[other] if now - t > self.MAX_AGE / 2)
-                    self.count -= len(self.conns[other]) - len(fresh)
-                    if fresh:
-                        self.conns[other] = fresh
-                    else:
+            if self.count > self.TOTAL:  # too many sessions at once: drop the stale, then the oldest
+                entries = sorted(((since, other, c) for other, conns in self.conns.items() for c, since in conns),
+                                 key=lambda e: e[0])
+                excess = max(self.count - self.TOTAL, sum(1 for since, _, _ in entries if now - since > self.MAX_AGE))
+                for since, other, c in entries[:excess]:
+                    self.conns[other] = [(k, t) for k, t in self.conns[other] if k is not c]
+                    if not self.conns[other]:
                         del self.conns[other]
+                    dropped.append(c)
+                self.count -= excess
         for sock in dropped:
             sock.close()
 

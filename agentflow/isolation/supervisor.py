@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import resource
 import select
-import selectors
 import shutil
 import signal
 import socket
@@ -610,25 +609,27 @@ def _pump(proc: "subprocess.Popen | int | None", captures: dict, timeout: float)
         return True
     own = isinstance(proc, subprocess.Popen)
     pidfd = os.pidfd_open(proc.pid) if own else proc
-    sel = selectors.DefaultSelector()
+    poller = select.poll()
     try:
-        sel.register(pidfd, selectors.EVENT_READ, None)
+        poller.register(pidfd, select.POLLIN)
+        fds = {}
         for fh, cap in captures.items():
-            sel.register(fh, selectors.EVENT_READ, cap)
+            fd = fh if isinstance(fh, int) else fh.fileno()
+            fds[fd] = cap
+            poller.register(fd, select.POLLIN)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for key, _ in sel.select(left):
-                if key.data is None:
+            for fd, _ in poller.poll(left * 1000):
+                if fd == pidfd:
                     return True
-                chunk = os.read(key.fd, 65536)
+                chunk = os.read(fd, 65536)
                 if chunk:
-                    key.data.add(chunk)
+                    fds[fd].add(chunk)
                 else:
-                    sel.unregister(key.fileobj)
+                    poller.unregister(fd)
     finally:
-        sel.close()
         if own:
             os.close(pidfd)
 

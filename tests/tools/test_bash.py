@@ -289,3 +289,18 @@ def test_a_dead_supervisor_is_restarted_for_the_next_call(backend, session):
     out = run(backend, session, "pwd")
     assert out["sandbox_restarted"] is True and out["stdout"] == f"{session.workspace}\n"
     assert session_pids(session.state)
+
+
+def test_kept_connections_are_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(channel._Idle, "TOTAL", 3)
+    paths = [str(tmp_path / f"s{i}.sock") for i in range(6)]
+    fakes = [FakeSupervisor(p, lambda n, r: "answer") for p in paths]
+    try:
+        for p in paths:
+            _call(p, 1)
+        assert channel._idle.count == 3 and sum(len(v) for v in channel._idle.conns.values()) == 3
+        assert set(channel._idle.conns) == set(paths[3:])  # the most recently used are kept
+    finally:
+        for p, f in zip(paths, fakes):
+            channel.forget(p)
+            f.stop()
