@@ -70,8 +70,10 @@ _UNSAVED = (b"declare -x PWD=", b"declare -x OLDPWD", b"declare -x SHLVL=", b"de
 # wrapper below as a background job (``set -m``: the job is its own process group, so a
 # timeout still kills everything it started), prints the job's pid, waits for it and
 # prints its wait status. The job turns job control off again, so what it runs stays
-# in its group. The state it saves on exit starts with its exit status. One call at a
-# time; a call that finds it busy (calls of one session at once) or gone starts a
+# in its group. The state it saves on exit starts with its exit status; the wait status
+# counts only when it has none (killed by a signal) — the job's end is watched through a
+# pidfd, not through this shell, whose `wait` a signal the job sends it cuts short. One
+# call at a time; a call that finds it busy (calls of one session at once) or gone starts a
 # shell of its own as before. ``$$`` in a command is this shell's pid.
 _FORKER = r"""
 set -m
@@ -97,9 +99,7 @@ while IFS=' ' read -r __af_in __af_out __af_err __af_st __af_cpu; do
     7>"/proc/$__af_sup/fd/$__af_st"
   if [ -z "$__af_pid" ]; then printf -- '-\n'; continue; fi
   printf '%s\n' "$__af_pid"
-  wait -f "$__af_pid"; __af_s=$?
-  while [ "$__af_s" -gt 128 ] && kill -0 "$__af_pid" 2>/dev/null; do wait -f "$__af_pid"; __af_s=$?; done
-  printf '%s\n' "$__af_s"
+  wait -f "$__af_pid"; printf '%s\n' "$?"
 done
 """
 _FORKER_ANSWER = 5.0  # seconds the forking shell gets to say it started or ended a job
@@ -268,23 +268,28 @@ class Supervisor:
         """The forking shell, locked for this call (started when there is none or it
         died); None when another call of the session is using it."""
         with self.forker_lock:
-            forker = self.forker
-            if forker is not None and not forker.alive():
-                forker.close()
-                forker = self.forker = None
-            if forker is None:
-                try:
-                    forker = self.forker = _Forker(self.shell, self.workspace, self.env)
-                except OSError:
-                    return None
-            if not forker.lock.acquire(blocking=False):
+            forker = self._live_forker()
+            if forker is None or not forker.lock.acquire(blocking=False):
                 return None
             return forker
 
+    def _live_forker(self) -> "_Forker | None":
+        """(With ``forker_lock`` held.) The forking shell, started anew when there is
+        none or it died and is not in use."""
+        forker = self.forker
+        if forker is not None and not forker.alive() and not forker.lock.locked():
+            forker.close()
+            forker = self.forker = None
+        if forker is None:
+            try:
+                forker = self.forker = _Forker(self.shell, self.workspace, self.env)
+            except OSError:
+                return None
+        return forker
+
     def _forker_ready(self) -> None:
-        forker = self._take_forker()
-        if forker is not None:
-            forker.lock.release()
+        with self.forker_lock:  # a call meanwhile waits for it, then uses it
+            self._live_forker()
 
     def _bash_forked(self, forker: "_Forker", stdin: bytes, timeout: float, cap: int, cwd: str,
                      exports: bytes) -> dict | None:

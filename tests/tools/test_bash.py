@@ -254,7 +254,7 @@ def test_timeout_kills_the_whole_group_and_the_next_call_works(backend, session)
 
 def test_a_command_that_kills_its_forking_shell_gets_its_result_and_the_next_call_a_new_one(backend, session):
     out = run(backend, session, "export K=v; kill -9 $$; echo still")
-    assert out["stdout"] == "still\n" and out["exit_code"] == 0
+    assert out["stdout"] == "still\n" and out["exit_code"] == 0, out
     out = run(backend, session, "echo $K; kill -TERM $$; echo again")
     assert out["stdout"] == "v\nagain\n" and out["exit_code"] == 0
     assert run(backend, session, "echo $K")["stdout"] == "v\n"
