@@ -79,7 +79,7 @@ def server_processes(pid: int) -> list[int]:
 
 
 def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
-    url, action, params, threads, deadline, quota, token, worker_prefix, request_ids = args
+    url, action, params, threads, deadline, quota, token, worker_prefix, request_ids, worker_ids = args
     latencies: list[float] = []
     codes: Counter = Counter()
     errors: Counter = Counter()
@@ -89,7 +89,8 @@ def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
 
     def loop(n: int) -> None:
         session = requests.Session()
-        body = {"worker_id": f"{worker_prefix}_{os.getpid()}_{n}", "action": action, "params": params}
+        worker = worker_ids[n] if worker_ids else f"{worker_prefix}_{os.getpid()}_{n}"
+        body = {"worker_id": worker, "action": action, "params": params}
         while time.monotonic() < deadline:
             with lock:
                 if left[0] is not None:
@@ -121,11 +122,13 @@ def _worker(args: tuple) -> tuple[list[float], Counter, Counter, int]:
 def run_bench(url: str, action: str = "diag:noop", params: dict | None = None, concurrency: int = 8,
               duration: float | None = 10.0, requests_total: int | None = None, processes: int | None = None,
               token: str | None = None, server_pid: int | None = None, warmup_calls: int = 20,
-              request_ids: bool = True) -> BenchResult:
+              request_ids: bool = True, worker_ids: list[str] | None = None) -> BenchResult:
     """Drive ``POST /execute`` with ``concurrency`` clients; see the module docstring.
 
     With ``request_ids`` every call carries its own ``X-Request-ID``, as the AgentFlow
     client sends it (the server then also records the call for idempotent replay).
+    ``worker_ids``: one per client, e.g. workers whose sessions were created beforehand
+    (by default each client is a fresh worker, so session tools get temporary sessions).
     """
     url = url.rstrip("/")
     params = params or {}
@@ -146,7 +149,12 @@ def run_bench(url: str, action: str = "diag:noop", params: dict | None = None, c
     cpu0 = _cpu_ms(pids) if pids else None
     t0 = time.monotonic()
     deadline = t0 + limit
-    jobs = [(url, action, params, n, deadline, q, token, prefix, request_ids) for n, q in zip(per_proc, quotas)]
+    ids = list(worker_ids or [])
+    if ids and len(ids) != concurrency:
+        raise ValueError("worker_ids needs one id per client")
+    starts = [sum(per_proc[:i]) for i in range(processes)]
+    jobs = [(url, action, params, n, deadline, q, token, prefix, request_ids, ids[s:s + n] or None)
+            for n, q, s in zip(per_proc, quotas, starts)]
     with mp.get_context("fork").Pool(processes) as pool:
         parts = pool.map(_worker, jobs)
     seconds = time.monotonic() - t0

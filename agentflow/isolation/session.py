@@ -298,6 +298,8 @@ class Confinement:
         record = JailRecord.from_state(session.state.get("jail"))
         key = record.key if record else session_key(session.session_id)
         control = control_dir(Path(session.workspace).parent)
+        if record is not None:
+            channel.forget(record.socket)
         if self.cgroups is not None:
             if not self.cgroups.kill(key):
                 log.warning("session %s: processes survived SIGKILL", session.session_id)

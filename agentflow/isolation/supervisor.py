@@ -1,7 +1,8 @@
 """The per-session supervisor: runs *inside* the session's jail, as the session.
 
 Started by :mod:`.session` with a listening unix socket as an inherited descriptor, it
-serves one framed JSON request per connection (:mod:`.channel`), each in a thread of
+serves framed JSON requests (:mod:`.channel`), one after the other on each connection
+(the server keeps a connection for its next request), each connection in a thread of
 its own:
 
 - ``configure`` — the environment for the session's programs, and limits;
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import os
 import resource
-import selectors
+import select
 import shutil
 import signal
 import socket
@@ -37,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .channel import read_frame, write_frame
+from .channel import ACK, read_frame, write_frame
 
 _MAX_REQUEST = 64 << 20
 
@@ -61,6 +62,48 @@ eval "$__af_cmd"
 """
 _UNSAVED = (b"declare -x PWD=", b"declare -x OLDPWD", b"declare -x SHLVL=", b"declare -x __AF_STATE")
 
+# The session's *forking shell*: one long-lived ``bash -c FORKER bash SUPERVISOR_PID``
+# per session, so a call costs a fork of a warm bash instead of starting one (exec,
+# dynamic linking, start-up: most of a call's CPU). For each line ``IN OUT ERR STATE
+# CPU`` on its stdin — descriptors of *this* process, opened through /proc before the
+# fork so they are the child's before this process closes its own ends — it starts the
+# wrapper below as a background job (``set -m``: the job is its own process group, so a
+# timeout still kills everything it started), prints the job's pid, waits for it and
+# prints its wait status. The job turns job control off again, so what it runs stays
+# in its group. The state it saves on exit starts with its exit status; the wait status
+# counts only when it has none (killed by a signal) — the job's end is watched through a
+# pidfd, not through this shell, whose `wait` a signal the job sends it cuts short. One
+# call at a time; a call that finds it busy (calls of one session at once) or gone starts a
+# shell of its own as before. ``$$`` in a command is this shell's pid.
+_FORKER = r"""
+set -m
+trap : TERM INT HUP QUIT
+__af_sup=$1; shift
+while IFS=' ' read -r __af_in __af_out __af_err __af_st __af_cpu; do
+  __af_pid=
+  { (
+      set +m; trap - TERM INT HUP QUIT
+      unset __af_sup __af_in __af_out __af_err __af_st __af_pid __af_s
+      ulimit -t "$__af_cpu" 2>/dev/null; unset __af_cpu
+      IFS= read -r -d '' __af_cwd; IFS= read -r -d '' __af_state; IFS= read -r -d '' __af_cmd
+      exec </dev/null
+      cd -- "$__af_cwd" 2>/dev/null
+      if [ -n "$__af_state" ]; then eval "$__af_state" 2>/dev/null; fi
+      unset __af_state __af_cwd
+      __af_save() { { printf '%s\0%s\0' "$?" "$PWD"; export -p; } >&7 2>/dev/null; }
+      trap __af_save EXIT
+      eval "$__af_cmd"
+    ) <&4 >&5 2>&6 4<&- 5>&- 6>&- &
+    __af_pid=$!
+  } 4<"/proc/$__af_sup/fd/$__af_in" 5>"/proc/$__af_sup/fd/$__af_out" 6>"/proc/$__af_sup/fd/$__af_err" \
+    7>"/proc/$__af_sup/fd/$__af_st"
+  if [ -z "$__af_pid" ]; then printf -- '-\n'; continue; fi
+  printf '%s\n' "$__af_pid"
+  wait -f "$__af_pid"; printf '%s\n' "$?"
+done
+"""
+_FORKER_ANSWER = 5.0  # seconds the forking shell gets to say it started or ended a job
+
 
 class _Capture:
     """The first ``cap`` bytes of a stream and its total size."""
@@ -77,6 +120,63 @@ class _Capture:
     def answer(self, name: str) -> dict:
         text = b"".join(self.parts).decode("utf-8", "replace")
         return {name: text, f"{name}_bytes": self.size, f"{name}_truncated": self.size > self.cap}
+
+
+class _Forker:
+    """The session's forking shell (see ``_FORKER``): a child of this process."""
+
+    def __init__(self, shell: str, workspace: str, env: dict[str, str]):
+        self.proc = subprocess.Popen([shell, "--noprofile", "--norc", "-c", _FORKER, "bash", str(os.getpid())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=workspace, env=env, start_new_session=True)
+        self.lock = threading.Lock()
+        self.buffer = b""
+        self.broken = False
+
+    def alive(self) -> bool:
+        return not self.broken and self.proc.poll() is None
+
+    def start(self, fds: tuple[int, int, int, int], cpu: int) -> int | None:
+        """Start a job on these descriptors of this process; its pid, or None when the
+        shell did not start it (it is then marked broken)."""
+        try:
+            self.proc.stdin.write(("%d %d %d %d %d\n" % (*fds, cpu)).encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            self.broken = True
+            return None
+        line = self.line(_FORKER_ANSWER)
+        if line is None or not line.isdigit():
+            self.broken = True
+            return None
+        return int(line)
+
+    def line(self, timeout: float) -> str | None:
+        """The shell's next line within ``timeout`` seconds (None: it ended or is stuck)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or len(self.buffer) > 64:
+                return None
+            try:
+                ready, _, _ = select.select([fd], [], [], left)
+                chunk = os.read(fd, 256) if ready else b""
+            except OSError:
+                return None
+            if ready and not chunk:
+                return None
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode("ascii", "replace").strip()
+
+    def close(self) -> None:
+        _kill_group(self.proc)
+        for fh in (self.proc.stdin, self.proc.stdout):
+            try:
+                fh.close()
+            except OSError:
+                pass
 
 
 class Supervisor:
@@ -96,6 +196,8 @@ class Supervisor:
         self.children: dict[int, subprocess.Popen] = {}
         self.spare: tuple[subprocess.Popen, int] | None = None
         self.spare_lock = threading.Lock()
+        self.forker: _Forker | None = None
+        self.forker_lock = threading.Lock()
         self.after_reply = _AfterReply()
 
     # -- dispatch ----------------------------------------------------------------
@@ -114,6 +216,10 @@ class Supervisor:
             spare, self.spare = self.spare, None
         if spare is not None:
             _discard(spare)
+        with self.forker_lock:  # so is the forking shell
+            forker, self.forker = self.forker, None
+        if forker is not None:
+            forker.close()
         self.env = {str(k): str(v) for k, v in (req.get("env") or {}).items()}
         self.env.setdefault("HOME", self.workspace)
         self.cpu_seconds = int(req.get("cpu_seconds") or 600)
@@ -122,6 +228,7 @@ class Supervisor:
         if fsize:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        self.after_reply.append(self._forker_ready)
         return self.op_ping(req)
 
     # -- bash --------------------------------------------------------------------
@@ -131,20 +238,123 @@ class Supervisor:
             cwd = self.cwd if os.path.isdir(self.cwd) else self.workspace
             exports = self.exports
         started = time.monotonic()
+        stdin = b"\0".join([cwd.encode("utf-8", "surrogateescape"), exports,
+                            command.encode("utf-8", "surrogateescape")]) + b"\0"
+        forker = self._take_forker()
+        if forker is not None:
+            try:
+                answer = self._bash_forked(forker, stdin, timeout, cap, cwd, exports)
+            finally:
+                forker.lock.release()
+            if answer is not None:
+                answer["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+                return answer
         shell = self._take_shell()
         proc, state_read = shell
         try:
-            proc.stdin.write(b"\0".join([cwd.encode("utf-8", "surrogateescape"), exports,
-                                          command.encode("utf-8", "surrogateescape")]) + b"\0")
+            proc.stdin.write(stdin)
             proc.stdin.close()
         except BrokenPipeError:
             pass
         out, err, timed_out = _run_to_end(proc, timeout, cap)
-        self._save_state(_read_available(state_read), cwd, exports)
+        self._save_state(b"0\0" + _read_available(state_read), cwd, exports)
         answer = {**out.answer("stdout"), **err.answer("stderr"), "exit_code": proc.returncode,
                   "duration_ms": round((time.monotonic() - started) * 1000, 2), "timed_out": timed_out}
         if proc.returncode is not None and proc.returncode < 0:
             answer["signal"] = signal.Signals(-proc.returncode).name
+        return answer
+
+    def _take_forker(self) -> "_Forker | None":
+        """The forking shell, locked for this call (started when there is none or it
+        died); None when another call of the session is using it."""
+        with self.forker_lock:
+            forker = self._live_forker()
+            if forker is None or not forker.lock.acquire(blocking=False):
+                return None
+            return forker
+
+    def _live_forker(self) -> "_Forker | None":
+        """(With ``forker_lock`` held.) The forking shell, started anew when there is
+        none or it died and is not in use."""
+        forker = self.forker
+        if forker is not None and not forker.alive() and not forker.lock.locked():
+            forker.close()
+            forker = self.forker = None
+        if forker is None:
+            try:
+                forker = self.forker = _Forker(self.shell, self.workspace, self.env)
+            except OSError:
+                return None
+        return forker
+
+    def _forker_ready(self) -> None:
+        with self.forker_lock:  # a call meanwhile waits for it, then uses it
+            self._live_forker()
+
+    def _bash_forked(self, forker: "_Forker", stdin: bytes, timeout: float, cap: int, cwd: str,
+                     exports: bytes) -> dict | None:
+        """One command as a job of the forking shell; None when the shell could not
+        start it (nothing ran; the caller starts a shell of its own)."""
+        # its input is a file in memory, not a pipe: bash's `read` takes a file in
+        # blocks, a pipe byte by byte
+        mem = os.memfd_create("bash-input", os.MFD_CLOEXEC)
+        pipes = [os.pipe() for _ in range(3)]  # stdout, stderr, state
+        ours = [p[0] for p in pipes]
+        theirs = [mem, *(p[1] for p in pipes)]
+        try:
+            _write_all(mem, stdin)
+            pid = forker.start(tuple(theirs), self.cpu_seconds)
+        finally:
+            for fd in theirs:
+                os.close(fd)
+        out_r, err_r, state_r = ours
+        if pid is None:
+            for fd in ours:
+                os.close(fd)
+            return None
+        pidfd = None
+        try:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:  # already ended and reaped
+                pass
+            out, err = _Capture(cap), _Capture(cap)
+            timed_out = not _pump(pidfd, {out_r: out, err_r: err}, timeout)
+            if timed_out:
+                _kill_pgid(pid, once=True)
+            status = forker.line(_FORKER_ANSWER)  # the shell has reaped the job
+            if status is None or not status.isdigit():
+                forker.broken = True
+            _kill_pgid(pid)  # whatever the job left in its group ends with it
+            for fd, capture in ((out_r, out), (err_r, err)):
+                _drain_fd(fd, capture)
+            raw = _read_available(state_r)
+            state_r = -1
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+            for fd in (out_r, err_r, state_r):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        exit_code, sig = None, None
+        if b"\0" in raw:  # it exited (its exit trap ran): the status it exited with
+            head = raw.split(b"\0", 1)[0]
+            exit_code = int(head) if head.isdigit() else None
+        elif status is not None and status.isdigit() and int(status) > 128:  # killed by a signal
+            try:
+                sig = signal.Signals(int(status) - 128)
+                exit_code = -sig.value
+            except ValueError:
+                exit_code = int(status)
+        elif status is not None and status.isdigit():
+            exit_code = int(status)
+        self._save_state(raw, cwd, exports)
+        answer = {**out.answer("stdout"), **err.answer("stderr"), "exit_code": exit_code, "timed_out": timed_out}
+        if sig is not None:
+            answer["signal"] = sig.name
         return answer
 
     def _new_shell(self) -> tuple[subprocess.Popen, int]:
@@ -186,9 +396,9 @@ class Supervisor:
             _discard(shell)
 
     def _save_state(self, raw: bytes, cwd: str, exports: bytes) -> None:
-        if b"\0" not in raw:
+        if raw.count(b"\0") < 2:
             return  # killed before its exit trap ran: keep the previous state
-        new_cwd, new_exports = raw.split(b"\0", 1)
+        _status, new_cwd, new_exports = raw.split(b"\0", 2)
         new_exports = b"".join(line for line in new_exports.splitlines(keepends=True)
                                if not line.startswith(_UNSAVED))
         with self.state_lock:
@@ -395,31 +605,68 @@ def _run_to_end(proc: subprocess.Popen, timeout: float, cap: int) -> tuple[_Capt
     return out, err, timed_out
 
 
-def _pump(proc: subprocess.Popen, captures: dict, timeout: float) -> bool:
-    """Read the command's pipes into ``captures`` until it exits (True) or the time
-    runs out (False)."""
+def _pump(proc: "subprocess.Popen | int | None", captures: dict, timeout: float) -> bool:
+    """Read the command's pipes (file objects or descriptors) into ``captures`` until
+    it exits (True) or the time runs out (False). ``proc``: the command, or a pidfd of
+    it (None: it has already ended)."""
     deadline = time.monotonic() + timeout
-    pidfd = os.pidfd_open(proc.pid)
-    sel = selectors.DefaultSelector()
+    if proc is None:
+        return True
+    own = isinstance(proc, subprocess.Popen)
+    pidfd = os.pidfd_open(proc.pid) if own else proc
+    poller = select.poll()
     try:
-        sel.register(pidfd, selectors.EVENT_READ, None)
+        poller.register(pidfd, select.POLLIN)
+        fds = {}
         for fh, cap in captures.items():
-            sel.register(fh, selectors.EVENT_READ, cap)
+            fd = fh if isinstance(fh, int) else fh.fileno()
+            fds[fd] = cap
+            poller.register(fd, select.POLLIN)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for key, _ in sel.select(left):
-                if key.data is None:
+            for fd, _ in poller.poll(left * 1000):
+                if fd == pidfd:
                     return True
-                chunk = os.read(key.fd, 65536)
+                chunk = os.read(fd, 65536)
                 if chunk:
-                    key.data.add(chunk)
+                    fds[fd].add(chunk)
                 else:
-                    sel.unregister(key.fileobj)
+                    poller.unregister(fd)
     finally:
-        sel.close()
-        os.close(pidfd)
+        if own:
+            os.close(pidfd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _kill_pgid(pgid: int, once: bool = False) -> None:
+    """Kill a job's process group until nothing in it is left."""
+    for i in range(200):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:  # ProcessLookupError: the group is empty
+            return
+        if once:
+            return
+        time.sleep(0.001 if i < 20 else 0.01)
+
+
+def _drain_fd(fd: int, capture: _Capture) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except (BlockingIOError, OSError):
+            return
+        if not chunk:
+            return
+        capture.add(chunk)
 
 
 def _drain_into(fh, capture: _Capture) -> None:
@@ -470,19 +717,29 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
-def _serve_one(sup: Supervisor, conn: socket.socket) -> None:
+def _serve(sup: Supervisor, conn: socket.socket) -> None:
+    """Answer the requests of one connection, one after the other, until the server
+    closes it (it keeps a connection for its next request) or it breaks."""
     try:
-        request = read_frame(conn, _MAX_REQUEST)
-        try:
-            reply = sup.handle(request)
-        except Exception as err:  # noqa: BLE001 - the server gets the reason, the supervisor lives on
-            reply = {"ok": False, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()[-2000:]}
-        write_frame(conn, reply)
-    except Exception:  # noqa: BLE001 - a broken connection ends that call only
-        pass
+        while True:
+            try:
+                request = read_frame(conn, _MAX_REQUEST)
+            except Exception:  # noqa: BLE001 - closed, broken or garbage: that connection ends
+                return
+            try:
+                conn.sendall(ACK)  # taken: from here on the server knows the request may have run
+                try:
+                    reply = sup.handle(request)
+                except Exception as err:  # noqa: BLE001 - the server gets the reason, the supervisor lives on
+                    reply = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                             "trace": traceback.format_exc()[-2000:]}
+                write_frame(conn, reply)
+            except Exception:  # noqa: BLE001 - a broken connection ends that call only
+                return
+            finally:
+                sup.after_reply.run()
     finally:
         conn.close()
-        sup.after_reply.run()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -494,7 +751,7 @@ def main(argv: list[str] | None = None) -> None:
     sup = Supervisor(workspace)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_serve_one, args=(sup, conn), daemon=True).start()
+        threading.Thread(target=_serve, args=(sup, conn), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """``bash:run``: shell commands in the session workspace, inside the session's jail.
 
 Each session has a supervisor inside its confinement (:mod:`agentflow.isolation`); a
-call is one ``bash`` that the supervisor starts in the saved working directory with the
-saved exports, so ``cd`` and ``export`` persist across calls while no shell outlives a
-call. The server never touches the workspace: it sends the command over the session's
-socket and gets back output that was capped while it streamed.
+call is one shell that the supervisor forks from the session's warm forking shell (a
+process group of its own, killed whole on timeout) and starts in the saved working
+directory with the saved exports, so ``cd`` and ``export`` persist across calls while
+no command's shell outlives its call (``$$`` is the forking shell's pid, ``$BASHPID``
+the command's). The server never touches the workspace: it sends the command over the
+session's socket (a connection it keeps for the next call) and gets back output that
+was capped while it streamed.
 """
 from __future__ import annotations
 
