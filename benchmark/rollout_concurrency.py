@@ -94,7 +94,7 @@ def main() -> None:
             t0 = time.perf_counter()
             rollout(None, model_name="fake", base_url=fake.base_url, data_path=str(warm),
                     available_tools=["diag:echo"], sandbox_server_url=server.url, database_url=server.db_url,
-                    output_dir=str(tmp / "warm"), run_id=f"warm-{uuid.uuid4().hex[:8]}", progress=False)
+                    output_dir=str(tmp / "warm"), run_id=f"warm-{uuid.uuid4().hex[:8]}", progress=False, cache="off")
             print(f"first rollout of this process (1 task, start-up included): {time.perf_counter() - t0:.2f} s")
         from agentflow.sandbox import Sandbox
 
@@ -113,7 +113,7 @@ def main() -> None:
                     s = rollout(None, model_name="fake", base_url=fake.base_url, data_path=str(data),
                                 available_tools=["diag:echo"], sandbox_server_url=server.url,
                                 database_url=server.db_url, output_dir=str(tmp / run_id), run_id=run_id,
-                                max_workers=workers, progress=False)
+                                max_workers=workers, progress=False, cache="off")  # every turn a real model call
                     wall, cpu = time.perf_counter() - t0, (time.process_time() - c0) * 1000 / args.tasks
                     assert s["accuracy"] == 1.0, s
                     engine = make_engine(server.db_url)

@@ -56,7 +56,7 @@ def main() -> None:
                                   "database_url": server.db_url, "available_tools": ["diag:echo"],
                                   "max_depth": 3, "branching_factor": 2, "depth_threshold": 1, "min_depth": 2,
                                   "max_selected_traj": 2, "max_workers": workers, "max_retries": 0,
-                                  "min_answer_support": 0.0, "run_id": f"bench-{uuid.uuid4().hex[:8]}",
+                                  "min_answer_support": 0.0, "run_id": f"bench-{uuid.uuid4().hex[:8]}", "cache": "off",
                                   "output_dir": str(home / f"out-{workers}")},
                                  seeds=[f"benchmark seed {i}" for i in range(args.seeds)])
                 wall = rep["throughput"]["wall_time_s"]
