@@ -17,7 +17,7 @@ from ...db.rollout import ATTEMPT_COMPLETED, RUN_RUNNING, RolloutAttempt, Rollou
 from ...rollout.metrics import PASS_THRESHOLD
 from ...db.rollout import RolloutScoring
 from ...rollout.rescore import UnknownScoring, choose_scoring, list_scorings
-from ...rollout.store import AttemptScores, get_run, newest_attempt, summarize
+from ...rollout.store import COST_COLUMNS, AttemptScores, get_run, newest_attempt, summarize
 from ...runfiles import effective_status
 from ..errors import BadParameter, NotFound
 from ..render import message_parts, pretty_json, result_parts
@@ -30,10 +30,9 @@ __all__ = ["OUTCOME_FILTERS", "PER_PAGE", "SORT_KEYS", "attempt_view", "compare"
 A = RolloutAttempt
 
 SUMMARY_COLUMNS = (A.id, A.task_id, A.sample_index, A.status, A.score, A.scored, A.error, A.turns, A.tool_call_count,
-                   A.prompt_tokens, A.completion_tokens, A.total_tokens, A.duration_ms, A.model_ms, A.tool_ms,
-                   A.cached_prompt_tokens, A.score_details)
-"""What :func:`summarize` reads of an attempt: loading these columns, not whole rows,
-keeps a live summary of 40,000 attempts fast."""
+                   A.total_tokens, A.duration_ms, A.model_ms, A.tool_ms, *COST_COLUMNS)
+"""What :func:`summarize` reads of an attempt (its cost and cache figures included):
+loading these columns, not whole rows, keeps a live summary of 40,000 attempts fast."""
 
 PER_PAGE = (25, 50, 100, 200)
 _score = func.avg(func.coalesce(A.score, 0.0))
