@@ -31,26 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.jail import cgroup_pids  # noqa: E402
-from benchmark.server_bench import timed_calls  # noqa: E402
+from benchmark.server_bench import timed_calls, timed_creates  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 2)
-
-
-def creates(url: str, resource: str, n: int) -> list[float]:
-    out = []
-    for i in range(n):
-        worker = f"bench-create-{resource}-{i}"
-        t0 = time.perf_counter()
-        reply = requests.post(url + "/session/create", json={"worker_id": worker, "resource_type": resource},
-                              timeout=120).json()
-        out.append((time.perf_counter() - t0) * 1000)
-        assert reply["code"] == 0, reply
-        requests.post(url + "/session/destroy", json={"worker_id": worker, "resource_type": resource}, timeout=60)
-    return out
 
 
 def idle_memory(srv, worker: str, resource: str) -> dict:
@@ -109,7 +96,7 @@ def measure(mode: str, n_calls: int, n_creates: int, vm: bool) -> dict:
         figures = {"bash_true_p50_ms": pct(bash, 50), "bash_true_p99_ms": pct(bash, 99),
                    "code_run_p50_ms": pct(code, 50), "code_run_p99_ms": pct(code, 99)}
         for resource in ("bash", "code") + (("vm",) if gui else ()):
-            times = creates(srv.url, resource, n_creates)
+            times = timed_creates(srv.url, resource, n_creates)
             figures[f"create_{resource}_p50_ms"] = pct(times, 50)
         figures["idle_bash"] = idle_memory(srv, "bench-idle-bash", "bash")
         figures["idle_code"] = idle_memory(srv, "bench-idle-code", "code")

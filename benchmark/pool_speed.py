@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agentflow.bench import BenchResult  # noqa: E402
-from benchmark.server_bench import timed_calls  # noqa: E402
+from benchmark.server_bench import timed_calls, timed_creates  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
 
@@ -55,21 +55,6 @@ def paired_calls(url: str, action: str, params: dict, n: int, pause: float) -> t
             assert reply["meta"]["temporary_session"] is (worker == "bench-t"), reply["meta"]
         time.sleep(pause)
     return inside, temporary
-
-
-def timed_creates(url: str, resource: str, n: int, pause: float) -> list[float]:
-    http = requests.Session()
-    out = []
-    for i in range(n):
-        worker = f"bench-create-{resource}-{i}"
-        t0 = time.perf_counter()
-        reply = http.post(url + "/session/create", json={"worker_id": worker, "resource_type": resource},
-                          timeout=120).json()
-        out.append((time.perf_counter() - t0) * 1000)
-        assert reply["code"] == 0, reply
-        http.post(url + "/session/destroy", json={"worker_id": worker, "resource_type": resource}, timeout=60)
-        time.sleep(pause)
-    return out
 
 
 def main() -> None:

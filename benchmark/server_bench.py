@@ -65,6 +65,23 @@ def timed_calls(url: str, action: str, params: dict, n: int, worker: str = "benc
     return sorted(out)
 
 
+def timed_creates(url: str, resource: str, n: int, pause: float = 0.0) -> list[float]:
+    """Latencies (ms) of ``n`` session creates, each checked, its session destroyed and
+    followed by ``pause`` seconds."""
+    http = requests.Session()
+    out = []
+    for i in range(n):
+        worker = f"bench-create-{resource}-{i}"
+        t0 = time.perf_counter()
+        reply = http.post(url + "/session/create", json={"worker_id": worker, "resource_type": resource},
+                          timeout=120).json()
+        out.append((time.perf_counter() - t0) * 1000)
+        assert reply["code"] == 0, reply
+        http.post(url + "/session/destroy", json={"worker_id": worker, "resource_type": resource}, timeout=60)
+        time.sleep(pause)
+    return out
+
+
 def pct(values: list[float], p: float) -> float:
     return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 3)
 
