@@ -32,7 +32,7 @@ _MAX_BATCH = 256
 
 
 class _Job:
-    __slots__ = ("fn", "rows", "finished", "result", "error")
+    __slots__ = ("fn", "rows", "finished", "result", "error", "turn")
 
     def __init__(self, fn: WriteFn | None, rows: list[Row]):
         self.fn = fn
@@ -40,6 +40,10 @@ class _Job:
         self.finished = False
         self.result: Any = None
         self.error: BaseException | None = None
+        # held until the job is finished or it is the job's turn to lead: its thread
+        # sleeps on it, and exactly one release wakes exactly that thread
+        self.turn = threading.Lock()
+        self.turn.acquire()
 
 
 class GroupCommitter:
@@ -51,7 +55,7 @@ class GroupCommitter:
         self._rows = RowWriter(engine)
         path = sqlite_path(engine)
         self._lock = SqliteWriteLock(path) if path is not None else contextlib.nullcontext()
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._pending: list[_Job] = []
         self._leading = False
 
@@ -66,37 +70,45 @@ class GroupCommitter:
         cannot fail its neighbours).
         """
         job = _Job(fn, rows or [])
-        with self._cond:
+        with self._mutex:
             self._pending.append(job)
-            while not job.finished:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._lead()
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            job.turn.acquire()  # woken once: finished, or leading the next batch
+        if not job.finished:
+            self._lead()
         if job.error is not None:
             raise job.error
         return job.result
 
     def _lead(self) -> None:
-        """Commit the pending writes (called holding the condition; releases it while
-        the transaction runs)."""
-        self._leading = True
-        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-        self._cond.release()
+        """Commit the pending writes (this thread's job first among them), wake each
+        writer of the batch, and pass the lead to the oldest job still waiting.
+
+        Waking only those threads (rather than every waiter, to find out which job
+        finished) is what keeps a busy worker from spending its CPU switching threads.
+        """
+        with self._mutex:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
         try:
             self._commit(batch)
         finally:
-            self._cond.acquire()
             for job in batch:
                 if not job.finished:  # interrupted before its transaction ended
                     job.error = job.error or RuntimeError("the write was interrupted")
                     job.finished = True
-            self._leading = False
-            self._cond.notify_all()
+            with self._mutex:
+                successor = self._pending[0] if self._pending else None
+                self._leading = successor is not None
+            for job in batch[1:]:
+                job.turn.release()
+            if successor is not None:
+                successor.turn.release()
 
     def close(self) -> None:
         """Give up the row connection (writes run in the requests' own threads)."""
-        with self._cond:
+        with self._mutex:
             self._rows.close()
 
     def _commit(self, batch: list[_Job]) -> None:
