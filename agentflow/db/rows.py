@@ -15,6 +15,7 @@ in sleeps of 1 to 100 ms and made the latency tail.
 """
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import os
 import threading
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterable
 
 from sqlalchemy import Table, insert
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import Engine
 
 from .engine import PRIVATE_FILE_MODE, tighten_mode
@@ -52,7 +54,7 @@ class CompiledRows:
         for name in names:
             bind = compiled.binds[name]
             if name in given:
-                plan.append((name, True, None, processors.get(name)))
+                plan.append((name, True, None, _faster(bind.type.dialect_impl(engine.dialect), processors.get(name))))
             elif bind.callable is None and not bind.required and bind.value is not None:
                 fixed = bind.value  # a literal of the statement, e.g. status='done'
                 proc = processors.get(name)
@@ -68,6 +70,23 @@ class CompiledRows:
         out = [(values[name] if proc is None else proc(values[name])) if given else fixed
                for name, given, fixed, proc in self._plan]
         return tuple(out) if self._positional else {p[0]: v for p, v in zip(self._plan, out)}
+
+
+def _faster(impl: Any, processor: _Processor) -> _Processor:
+    """``processor``, or one giving the same result faster.
+
+    sqlite stores a DateTime as text that SQLAlchemy formats with ``%`` from seven
+    fields, the costliest step of writing an audit row; for a naive datetime that
+    text is exactly ``isoformat(" ", "microseconds")``, which runs in C."""
+    if processor is None or type(impl) is not SQLITE_DATETIME \
+            or impl._storage_format != SQLITE_DATETIME._storage_format:  # noqa: SLF001 - a custom format
+        return processor
+
+    def process(value: Any) -> Any:
+        if type(value) is dt.datetime and value.tzinfo is None:
+            return value.isoformat(" ", "microseconds")
+        return processor(value)
+    return process
 
 
 class RowWriter:

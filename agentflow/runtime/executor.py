@@ -166,6 +166,8 @@ class Executor:
         if validator is None:
             cls = jsonschema.validators.validator_for(spec.parameters)
             validator = self._validators[spec.full_name] = cls(spec.parameters)
+        if validator.is_valid(params):  # the common case, without best_match's ranking of errors
+            return
         err = jsonschema.exceptions.best_match(validator.iter_errors(params))
         if err is not None:
             param = err.absolute_path[0] if err.absolute_path else None

@@ -17,6 +17,7 @@ import io
 import logging
 import time
 import uuid
+import weakref
 from typing import Callable, Iterable
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -52,6 +53,8 @@ class ExecuteFastPath:
         self._max_body = max_body
         self._schema = ExecuteBody()
         self._hosts_ok: set[tuple[str, str]] = set()
+        # a connection's local address, asked of the kernel once rather than per request
+        self._local_ips: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/execute" or environ.get("REQUEST_METHOD") != "POST" \
@@ -100,7 +103,7 @@ class ExecuteFastPath:
         host = environ.get("HTTP_HOST")
         sock = environ.get("gunicorn.socket")
         try:
-            key = (host, str(sock.getsockname()[0]) if sock is not None else environ.get("SERVER_NAME", ""))
+            key = (host, self._local_ip(sock) if sock is not None else environ.get("SERVER_NAME", ""))
         except (OSError, IndexError, TypeError):
             raise _Defer from None
         if key in self._hosts_ok:
@@ -110,6 +113,12 @@ class ExecuteFastPath:
         if len(self._hosts_ok) >= _HOSTS_REMEMBERED:  # hostile clients may send many names
             self._hosts_ok.clear()
         self._hosts_ok.add(key)
+
+    def _local_ip(self, sock) -> str:  # noqa: ANN001 - the connection's socket
+        ip = self._local_ips.get(sock)
+        if ip is None:
+            ip = self._local_ips[sock] = str(sock.getsockname()[0])
+        return ip
 
     def _read_body(self, environ: dict) -> bytes:
         try:
