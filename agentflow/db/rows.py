@@ -89,6 +89,47 @@ def _faster(impl: Any, processor: _Processor) -> _Processor:
     return process
 
 
+class CompiledSelect:
+    """A SELECT of whole table rows compiled once, run straight on a DB-API cursor.
+
+    For the reads every call makes (its worker's session): SQLAlchemy's execution path
+    (connection begin events, execution context, result object) cost more CPU than a
+    ``bash:run`` call's own work. The SQL, the bind order and the type processing of
+    each column (datetimes, JSON, booleans) are SQLAlchemy's."""
+
+    __slots__ = ("sql", "_binds", "_fixed", "_positional", "_columns")
+
+    def __init__(self, statement: Any, engine: Engine):
+        compiled = statement.compile(dialect=engine.dialect)
+        dialect = engine.dialect
+        self.sql = compiled.string
+        self._positional = compiled.positional
+        self._binds = list(compiled.positiontup if compiled.positional else compiled.binds)
+        # the statement's own values (its LIMIT); a bind without one comes from the caller
+        self._fixed = {name: compiled.binds[name].effective_value for name in self._binds
+                       if compiled.binds[name].value is not None}
+        self._columns = [(col.key, col.type.dialect_impl(dialect).result_processor(dialect, None))
+                         for col in statement.selected_columns]
+
+    def first(self, engine: Engine, values: dict) -> dict | None:
+        """The first row for ``values`` (the bind parameters by name), or None."""
+        values = {**self._fixed, **values}
+        params = tuple(values[name] for name in self._binds) if self._positional else values
+        conn = engine.raw_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self.sql, params)
+                found = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            conn.close()  # back to the pool, which rolls back whatever the driver began
+        if found is None:
+            return None
+        return {key: (proc(v) if proc is not None else v) for (key, proc), v in zip(self._columns, found)}
+
+
 class RowWriter:
     """Runs groups of row statements in one transaction on a connection of its own.
 

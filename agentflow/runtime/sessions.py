@@ -11,12 +11,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..db import isoformat, utcnow
+from ..db.rows import CompiledSelect
 from ..db.models import (
     SESSION_ACTIVE,
     SESSION_CLOSING,
@@ -41,6 +43,10 @@ _TABLE = SandboxSession.__table__
 _TOUCH = update(_TABLE).where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.status == SESSION_ACTIVE).values(
     last_activity=bindparam("b_now"), expires_at=bindparam("b_expires"))
 _TOUCH_STATE = _TOUCH.values(state=bindparam("b_state"))
+# the worker's newest session on a resource: read by every call that needs a session
+_NEWEST = select(_TABLE).where(_TABLE.c.worker_id == bindparam("b_worker"),
+                               _TABLE.c.resource_type == bindparam("b_resource")) \
+    .order_by(_TABLE.c.created_at.desc()).limit(1)
 _STALE_START_SECONDS = 180.0
 """A start whose process cannot be checked (another node) is given up after this."""
 _STARTER = "_starter"
@@ -100,6 +106,10 @@ def session_view(row: SandboxSession) -> dict:
     }
 
 
+class SessionRow(SimpleNamespace):
+    """The columns of one ``sessions`` row, read for a call (detached: not an ORM object)."""
+
+
 class SessionManager:
     def __init__(
         self,
@@ -113,6 +123,8 @@ class SessionManager:
         self._cluster = cluster
         self.node_id = cluster.node_id
         self._read = read
+        self._engine = read.kw["bind"]
+        self._newest = CompiledSelect(_NEWEST, self._engine)
         self._writer = writer
         self._registry = registry
         self._workspaces = workspaces
@@ -285,22 +297,19 @@ class SessionManager:
         return True
 
     # -- use ---------------------------------------------------------------------
-    def for_call(self, worker_id: str, resource_type: str) -> SandboxSession | None:
+    def for_call(self, worker_id: str, resource_type: str) -> SessionRow | SandboxSession | None:
         """The worker's live session on this resource, or None (the call gets a
         temporary one).
 
         Raises:
             SessionError: the session expired and the worker has not been told yet.
         """
-        with self._read() as s:
-            row = s.scalars(
-                select(SandboxSession)
-                .where(SandboxSession.worker_id == worker_id, SandboxSession.resource_type == resource_type)
-                .order_by(SandboxSession.created_at.desc())
-                .limit(1)
-            ).first()
-        if row is None:
+        # not through the ORM: its session, identity map and loading cost more CPU than
+        # the rest of a bash:run call
+        found = self._newest.first(self._engine, {"b_worker": worker_id, "b_resource": resource_type})
+        if found is None:
             return None
+        row = SessionRow(**found)
         if row.status in _LIVE and not self._mine(row):
             self._cluster.route(row.id, row.node_id, f"session {row.id}")
         if row.status == SESSION_STARTING:

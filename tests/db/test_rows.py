@@ -40,3 +40,28 @@ def test_datetimes_are_stored_as_sqlalchemy_stores_them(table):
         assert stored[i] == stored[100 + i], value  # the same text in the file
         assert loaded[i] == loaded[100 + i]
     assert loaded[0] == VALUES[0]
+
+
+def test_a_compiled_select_reads_rows_as_sqlalchemy_reads_them(tmp_path):
+    from sqlalchemy import JSON, Boolean, bindparam
+
+    from agentflow.db.rows import CompiledSelect
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'select.db'}")
+    things = Table("things", MetaData(), Column("id", Integer, primary_key=True), Column("owner", String(8)),
+                   Column("data", JSON), Column("flag", Boolean), Column("at", DateTime))
+    things.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(things), [
+            {"id": 1, "owner": "a", "data": {"k": [1, "x"]}, "flag": True, "at": VALUES[0]},
+            {"id": 2, "owner": "a", "data": None, "flag": False, "at": VALUES[1]},
+            {"id": 3, "owner": "b", "data": [], "flag": None, "at": None}])
+    newest = select(things).where(things.c.owner == bindparam("who")).order_by(things.c.id.desc()).limit(1)
+    fast = CompiledSelect(newest, engine)
+    for who in ("a", "b", "nobody"):
+        with engine.connect() as conn:
+            expected = conn.execute(newest, {"who": who}).first()
+        got = fast.first(engine, {"who": who})
+        assert got == (dict(expected._mapping) if expected is not None else None)
+    assert fast.first(engine, {"who": "a"})["data"] is None and fast.first(engine, {"who": "b"})["data"] == []
+    engine.dispose()
