@@ -123,8 +123,7 @@ class SessionManager:
         self._cluster = cluster
         self.node_id = cluster.node_id
         self._read = read
-        self._engine = read.kw["bind"]
-        self._newest = CompiledSelect(_NEWEST, self._engine)
+        self._newest: CompiledSelect | None = None  # compiled at the first call
         self._writer = writer
         self._registry = registry
         self._workspaces = workspaces
@@ -306,7 +305,10 @@ class SessionManager:
         """
         # not through the ORM: its session, identity map and loading cost more CPU than
         # the rest of a bash:run call
-        found = self._newest.first(self._engine, {"b_worker": worker_id, "b_resource": resource_type})
+        engine = self._read.kw["bind"]
+        if self._newest is None:
+            self._newest = CompiledSelect(_NEWEST, engine)
+        found = self._newest.first(engine, {"b_worker": worker_id, "b_resource": resource_type})
         if found is None:
             return None
         row = SessionRow(**found)
