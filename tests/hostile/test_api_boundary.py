@@ -399,3 +399,31 @@ def test_documented_limits_match_the_readme():
     for phrase in (f"1-{MAX_WORKER_ID}", f"1-{MAX_RESOURCE_TYPE}", f"1-{MAX_REQUEST_ID}", "1 MiB", "16 MiB",
                    f"{MAX_BODY_DEPTH} levels", "256 actions"):
         assert phrase in readme, phrase
+
+
+def test_a_foreign_host_is_refused_on_a_connection_that_was_let_in_before(server):
+    """The fast path remembers each connection's local address; a later request on the
+    same kept-alive connection with a foreign Host is still refused, and runs nothing."""
+    worker = wid()
+    body = json.dumps({"worker_id": worker, "action": "diag:noop", "params": {}}).encode()
+
+    def request(host: str) -> bytes:
+        return (f"POST /execute HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def status(sock, buf: bytes) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        length = int(next(h.split(b":", 1)[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")))
+        while len(rest) < length:
+            rest += sock.recv(65536)
+        return int(head.split()[1]), rest[length:]
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request(f"127.0.0.1:{server.port}"))
+        first, left = status(sock, b"")
+        sock.sendall(request("evil.example"))
+        second, _ = status(sock, left)
+    assert (first, second) == (200, 421)
+    assert calls_of(server, worker) == 1  # the refused request ran nothing
