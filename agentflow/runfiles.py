@@ -33,29 +33,33 @@ FATAL_REPEAT = 3
 
 class FatalStreak:
     """Counts identical fatal model errors in a row; the run stops at :data:`FATAL_REPEAT`.
-    ``what`` names the unit that failed ("requests", "seeds"). Not thread-safe: callers
-    hold their own lock."""
+    ``what`` names the unit that failed ("requests", "seeds"). Thread-safe, with a lock
+    of its own: every finished task reports here, and under the runner's database lock
+    it waited behind other tasks' transactions."""
 
     def __init__(self, what: str):
         self.what = what
         self._last, self._count = "", 0
+        self._lock = threading.Lock()
         self.message: str | None = None
         """Why the run stopped early, once it did."""
 
     def reset(self) -> None:
-        self._last, self._count = "", 0
+        with self._lock:
+            self._last, self._count = "", 0
 
     def failed(self, signature: str, short: str, resume: str) -> bool:
         """Record one fatal failure (``resume``: the command that continues the run);
         True when this one stops the run."""
-        self._count = self._count + 1 if self._last == signature else 1
-        self._last = signature
-        if self._count < FATAL_REPEAT or self.message:
-            return False
-        self.message = (f"stopped early: {self._count} {self.what} in a row failed with the same fatal model "
-                        f"error ({short}). Fix api_key or base_url, or serve the model (another model_name is a "
-                        f"new run), then resume: {resume}")
-        return True
+        with self._lock:
+            self._count = self._count + 1 if self._last == signature else 1
+            self._last = signature
+            if self._count < FATAL_REPEAT or self.message:
+                return False
+            self.message = (f"stopped early: {self._count} {self.what} in a row failed with the same fatal "
+                            f"model error ({short}). Fix api_key or base_url, or serve the model (another "
+                            f"model_name is a new run), then resume: {resume}")
+            return True
 
 HEARTBEAT_INTERVAL_S = 5.0
 """How often a running run writes ``heartbeat_at``."""
@@ -205,6 +209,30 @@ def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Ca
                 s.commit()
 
     return beat
+
+
+_reopen_statements: dict[Any, Any] = {}
+
+
+def reopen_run(session: Any, run_model: Any, run_id: str) -> None:
+    """In a transaction that has just claimed items: a run another process ended while
+    this one was about to claim (it saw no live claims) is ``running`` again, and this
+    process ends it later with the full counts. ``run_model`` is the run's mapped class
+    (``RolloutRun``, ``SynthesisRun``: both have these columns).
+
+    It runs with every claim, so its statement is built once per table, not per call."""
+    from sqlalchemy import bindparam, update
+
+    from .db import utcnow
+    from .db.rollout import RUN_RUNNING  # the same word in every run table
+
+    stmt = _reopen_statements.get(run_model)
+    if stmt is None:
+        table = run_model.__table__
+        stmt = _reopen_statements[run_model] = (
+            update(table).where(table.c.id == bindparam("p_run_id"), table.c.status != RUN_RUNNING)
+            .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=bindparam("p_now")))
+    session.execute(stmt, {"p_run_id": run_id, "p_now": utcnow()})
 
 
 def process_identity() -> dict:

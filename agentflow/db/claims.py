@@ -25,7 +25,8 @@ import dataclasses
 import datetime as dt
 from typing import Iterable, Optional, Sequence
 
-from sqlalchemy import DateTime, Index, Integer, String, UniqueConstraint, and_, func, or_, select, update
+from sqlalchemy import (DateTime, Index, Integer, Interval, String, UniqueConstraint, and_, bindparam, func, or_,
+                        select, update)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from .base import Base, utcnow
@@ -189,34 +190,95 @@ class Claimed:
     sample: int
 
 
+class _HotStatements:
+    """The statements a working process runs for every few items (claim, fence, renew),
+    built once per dialect with bound parameters.
+
+    Built per call through the ORM, each cost 0.6–1.4 ms of CPU, more than the database
+    spent on it: the expression objects were made anew and the ORM's bulk-update path
+    ran for an UPDATE that needs none of it. These are Core statements on the table, so
+    SQLAlchemy finds them in its compiled cache. The SQL is the same as before; "now" is
+    the database's clock on PostgreSQL and a parameter from this process's clock on
+    sqlite (see :func:`_now`)."""
+
+    def __init__(self, dialect: str):
+        c = WorkClaim.__table__.c
+        if dialect == "postgresql":
+            now = func.timezone("UTC", func.now())
+            until = now + bindparam("p_lease", type_=Interval)
+        else:
+            now, until = bindparam("p_now", type_=DateTime), bindparam("p_until", type_=DateTime)
+        self.database_clock = dialect == "postgresql"
+        of_run = and_(c.kind == bindparam("p_kind"), c.run_id == bindparam("p_run_id"))
+        expired = and_(c.status == CLAIM_CLAIMED, or_(c.lease_expires_at < now, c.lease_expires_at.is_(None)))
+
+        def claim_where(condition):
+            free = (select(c.id).where(of_run, condition)
+                    .order_by(c.position, c.id)
+                    .limit(bindparam("p_limit"))
+                    .with_for_update(skip_locked=True))
+            return (update(WorkClaim.__table__).where(c.id.in_(free.scalar_subquery()))
+                    .values(status=CLAIM_CLAIMED, owner=bindparam("p_owner"), lease_expires_at=until,
+                            claims=c.claims + 1, claimed_at=now)
+                    .returning(c.id, c.item, c.sample, c.position))
+
+        # Two statements, not one with ``pending OR expired``: with the OR no index
+        # gives the claim order, and the database sorted every item of the run on every
+        # claim (3 ms a claim at 20,000 items on sqlite). Each of these walks the
+        # ``(kind, run_id, status, position)`` index: the pending items in order, and
+        # the claimed ones (those in flight, a few).
+        self.claim_expired = claim_where(expired)
+        self.claim_pending = claim_where(c.status == CLAIM_PENDING)
+        held = and_(c.id == bindparam("p_id"), c.owner == bindparam("p_owner"), c.status == CLAIM_CLAIMED)
+        self.fence_done = (update(WorkClaim.__table__).where(held)
+                           .values(results=c.results + 1, status=CLAIM_DONE, finished_at=now, lease_expires_at=None)
+                           .returning(c.results))
+        self.fence_renew = (update(WorkClaim.__table__).where(held)
+                            .values(results=c.results + 1, lease_expires_at=until).returning(c.results))
+        self.renew = (update(WorkClaim.__table__)
+                      .where(of_run, c.owner == bindparam("p_owner"), c.status == CLAIM_CLAIMED)
+                      .values(lease_expires_at=until))
+
+    def clock(self, lease_s: float) -> dict:
+        """The time parameters of one statement: none on PostgreSQL (its clock is used)."""
+        if self.database_clock:
+            return {"p_lease": dt.timedelta(seconds=lease_s)}
+        now = utcnow()
+        return {"p_now": now, "p_until": now + dt.timedelta(seconds=lease_s)}
+
+
+_hot: dict[str, _HotStatements] = {}
+
+
+def _statements(session: Session) -> _HotStatements:
+    dialect = session.get_bind().dialect.name
+    stmts = _hot.get(dialect)
+    if stmts is None:
+        stmts = _hot[dialect] = _HotStatements(dialect)
+    return stmts
+
+
 def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[Claimed]:
     """Claim up to ``limit`` items — pending ones, or ones whose owner's lease expired —
     in claim order, for ``lease_s`` seconds, in one statement. Rows another transaction
     is claiming right now are skipped, not waited for."""
     if limit <= 0:
         return []
-    now = _now(session)
-    free = (select(WorkClaim.id)
-            .where(_of_run(kind, run_id),
-                   or_(WorkClaim.status == CLAIM_PENDING, and_(WorkClaim.status == CLAIM_CLAIMED, _expired(now))))
-            .order_by(WorkClaim.position, WorkClaim.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True))
-    rows = session.execute(
-        update(WorkClaim).where(WorkClaim.id.in_(free.scalar_subquery()))
-        .values(status=CLAIM_CLAIMED, owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
-                claims=WorkClaim.claims + 1, claimed_at=now)
-        .returning(WorkClaim.id, WorkClaim.item, WorkClaim.sample, WorkClaim.position)
-        .execution_options(synchronize_session=False)).all()
+    stmts = _statements(session)
+    params = {"p_kind": kind, "p_run_id": run_id, "p_owner": owner, "p_limit": limit, **stmts.clock(lease_s)}
+    # expired claims first: they were claimed before any pending item, so they come
+    # first in claim order too (the result is sorted by position all the same)
+    rows = session.execute(stmts.claim_expired, params).all()
+    if len(rows) < limit:
+        rows += session.execute(stmts.claim_pending, {**params, "p_limit": limit - len(rows)}).all()
     return [Claimed(r.id, r.item, r.sample) for r in sorted(rows, key=lambda r: (r.position, r.id))]
 
 
 def renew(session: Session, kind: str, run_id: str, owner: str, lease_s: float) -> int:
     """Extend the leases of every item ``owner`` holds; returns how many it still holds."""
-    expires = _now(session) + dt.timedelta(seconds=lease_s)
-    return session.execute(update(WorkClaim).where(_of_run(kind, run_id), WorkClaim.owner == owner,
-                                                   WorkClaim.status == CLAIM_CLAIMED)
-                           .values(lease_expires_at=expires)).rowcount
+    stmts = _statements(session)
+    return session.execute(stmts.renew, {"p_kind": kind, "p_run_id": run_id, "p_owner": owner,
+                                         **stmts.clock(lease_s)}).rowcount
 
 
 def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: float) -> int:
@@ -228,13 +290,9 @@ def fence(session: Session, claim_id: int, owner: str, *, done: bool, lease_s: f
     Raises:
         ClaimLost: another process owns the item now; roll the transaction back.
     """
-    now = _now(session)
-    values = {"status": CLAIM_DONE, "finished_at": now, "lease_expires_at": None} if done else \
-        {"lease_expires_at": now + dt.timedelta(seconds=lease_s)}
-    number = session.execute(update(WorkClaim).where(WorkClaim.id == claim_id, WorkClaim.owner == owner,
-                                                     WorkClaim.status == CLAIM_CLAIMED)
-                             .values(results=WorkClaim.results + 1, **values).returning(WorkClaim.results)
-                             .execution_options(synchronize_session=False)).scalar()
+    stmts = _statements(session)
+    number = session.execute(stmts.fence_done if done else stmts.fence_renew,
+                             {"p_id": claim_id, "p_owner": owner, **stmts.clock(lease_s)}).scalar()
     if number is None:
         raise ClaimLost(f"work claim {claim_id} is no longer held by {owner}")
     return int(number)

@@ -242,6 +242,16 @@ class SqliteWriteLock:
             self._guard.release()
 
 
+def process_write_lock(engine: Engine) -> "SqliteWriteLock | threading.Lock":
+    """The lock a rollout or synthesis process holds around each of its write
+    transactions: one at a time within the process, and on a sqlite file also in turn
+    with every other writer that takes :class:`SqliteWriteLock` (the server's committers
+    among them), woken as soon as the lock frees instead of sleeping in SQLite's busy
+    handler while a server writes."""
+    path = sqlite_path(engine)
+    return SqliteWriteLock(path) if path is not None else threading.Lock()
+
+
 def sqlite_path(engine: Engine) -> Path | None:
     """The file of a sqlite engine, or None (another database, or in memory)."""
     if engine.dialect.name != "sqlite":

@@ -36,6 +36,7 @@ of the database: a rerun is a new run id and is served from it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -129,6 +130,13 @@ class ModelCache:
         self.run_id = run_id
         self._engine = engine
         self._lock = threading.Lock()
+        # a store waits for its turn with the other writers of a sqlite file (woken when
+        # the lock frees) instead of sleeping in SQLite's busy handler
+        self._writes: Any = contextlib.nullcontext()
+        if engine is not None:
+            from ..db.rows import process_write_lock
+
+            self._writes = process_write_lock(engine)
         self.counts = {"calls": 0, "hits": 0, "misses": 0, "stored": 0}
 
     @classmethod
@@ -171,7 +179,7 @@ class ModelCache:
                   "tools": len(body.get("tools") or [])}
         size = len(canonical_json(data).encode("utf-8"))
         u = reply.usage
-        with self.sessions() as s:
+        with self._writes, self.sessions() as s:
             s.add(ModelCacheEntry(key=key, model=str(body.get("model") or ""), base_url=endpoint, kind=kind,
                                   run_id=self.run_id, request=digest, response=data, prompt_tokens=u.prompt_tokens,
                                   completion_tokens=u.completion_tokens, cached_prompt_tokens=u.cached_prompt_tokens,

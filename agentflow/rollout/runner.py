@@ -27,10 +27,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import update
 
 from ..config import ConfigError, load_server_config
 from ..db import claims, make_engine, make_session_factory, upgrade
+from ..db.rows import process_write_lock
 from ..db.rollout import (
     ATTEMPT_COMPLETED,
     ATTEMPT_INFRA_ERROR,
@@ -50,7 +50,7 @@ from .config import FINGERPRINT_VERSION, RolloutConfig, fingerprint, load_config
 from . import qa_links
 from .metrics import Score, score_prediction
 from .replay import ReplaySource, UnknownReplayRun
-from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
+from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner, reopen_run,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
                         open_shared_run, update_latest, worker_name)
 from .store import (add_attempt, error_reason, error_signature, export_run, get_run, latest_attempts, summarize,
@@ -366,6 +366,7 @@ class Runner:
         # read-then-write transactions on a database the server also writes: take the
         # write lock at BEGIN, or sqlite fails them with "database is locked" at once
         engine = make_engine(url, immediate=True)
+        self._write_lock = process_write_lock(engine)
         self.sessions = make_session_factory(engine)
         self._db_url = url
         try:
@@ -460,22 +461,17 @@ class Runner:
                             "the stored ones are kept", self.run_id)
 
     def _reopen_run(self, session) -> None:
-        """Called in a transaction that claimed tasks: a run another process ended while
-        this one was about to claim (it saw no live claims) is running again, and this
-        process ends it later with the full counts."""
-        session.execute(update(RolloutRun).where(RolloutRun.id == self.run_id, RolloutRun.status != RUN_RUNNING)
-                        .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=utcnow()))
+        reopen_run(session, RolloutRun, self.run_id)
 
     def _note_fatal(self, result: AgentResult) -> None:
         """Count identical fatal model errors in a row; at :data:`FATAL_REPEAT` stop the run."""
         if result.status == ATTEMPT_INFRA_ERROR and not result.fatal:
             return  # a passing outage (timeouts, 5xx) neither counts nor resets
-        with self._write_lock:
-            if not result.fatal:
-                self._streak.reset()
-            elif self._streak.failed(error_signature(result.error), error_reason(result.status, result.error),
-                                     resume_command(self.run_id)):
-                self.stop.set()
+        if not result.fatal:
+            self._streak.reset()
+        elif self._streak.failed(error_signature(result.error), error_reason(result.status, result.error),
+                                 resume_command(self.run_id)):
+            self.stop.set()
 
     def _postfix(self, outcome: tuple[str, Score | None]) -> dict:
         status, score = outcome

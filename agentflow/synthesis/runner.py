@@ -23,10 +23,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from ..config import ConfigError, load_server_config
 from ..db import claims, make_engine, make_session_factory, upgrade
+from ..db.rows import process_write_lock
 from ..db.base import utcnow
 from ..db.synthesis import (
     QA_ACCEPTED,
@@ -53,7 +54,7 @@ from .qa import DuplicateIndex, check_qa, generate_qa, trajectory_steps
 from .sampler import ExplorationError, TreeSampler
 from .seeds import Seed, load_seeds, seeds_checksum
 from .selection import ScoredPath, select_paths
-from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner,  # noqa: F401
+from ..runfiles import (FATAL_REPEAT, ClaimLoop, FatalStreak, Heartbeat, claim_owner, reopen_run,  # noqa: F401
                         effective_status, process_alive, process_identity, process_tag, run_beat, run_output_dir,
                         open_shared_run, update_latest)
 from .store import add_node, export_run, get_run, node_rows, report, touch
@@ -284,6 +285,7 @@ class Runner:
         # read-then-write transactions share the file with the server's audit writes:
         # BEGIN IMMEDIATE makes them wait their turn instead of failing with "locked"
         engine = make_engine(url, immediate=True)
+        self._write_lock = process_write_lock(engine)
         self.sessions = make_session_factory(engine)
         self._db_url = url
         started = time.monotonic()
@@ -372,11 +374,7 @@ class Runner:
         return None
 
     def _reopen_run(self, session) -> None:
-        """Called in a transaction that claimed seeds: a run another process ended while
-        this one was about to claim is running again (this process ends it later)."""
-        session.execute(update(SynthesisRun).where(SynthesisRun.id == self.run_id,
-                                                   SynthesisRun.status != RUN_RUNNING)
-                        .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=utcnow()))
+        reopen_run(session, SynthesisRun, self.run_id)
 
     def _note_failure(self, err: Exception | None) -> None:
         """Count seeds failing in a row with the same fatal model error; at
@@ -387,15 +385,14 @@ class Runner:
         cause = err
         while cause is not None and not isinstance(cause, LLMError):
             cause = cause.__cause__
-        with self._write_lock:
-            if not isinstance(cause, (LLMAuthError, LLMBadRequestError)):
-                if err is None:
-                    self._streak.reset()
-                return
-            short = type(cause).__name__ + (f" HTTP {cause.status}" if cause.status else "")
-            if self._streak.failed(error_signature(f"{type(cause).__name__}: {cause}"), short,
-                                   resume_command(self.run_id)):
-                self.stop.set()
+        if not isinstance(cause, (LLMAuthError, LLMBadRequestError)):
+            if err is None:
+                self._streak.reset()
+            return
+        short = type(cause).__name__ + (f" HTTP {cause.status}" if cause.status else "")
+        if self._streak.failed(error_signature(f"{type(cause).__name__}: {cause}"), short,
+                               resume_command(self.run_id)):
+            self.stop.set()
 
     def _pool(self, already: int) -> None:
         from tqdm import tqdm

@@ -44,6 +44,27 @@ def test_several_tool_calls_keep_raw_arguments():
     assert fake.requests[0]["tool_choice"] == "auto"
 
 
+def test_the_request_arrives_as_built_with_fields_openai_does_not_name():
+    """A whole conversation (an assistant tool call, its result, unicode) reaches the
+    endpoint unchanged, and a field of a local server (vLLM's ``top_k``) is sent, not
+    refused."""
+    conversation = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "say h\u00e9llo \u2603"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "echo", "arguments": '{"v": 1}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": '{"v": 1}'},
+    ]
+    with FakeOpenAI("done") as fake:
+        model = ChatModel("m", base_url=fake.base_url, extra_params={"top_k": 20})
+        reply = model.chat(conversation, repetition_penalty=1.1, timeout=5)
+    assert reply.content == "done"
+    body = fake.requests[0]
+    assert body["messages"] == conversation
+    assert body["top_k"] == 20 and body["repetition_penalty"] == 1.1
+    assert "timeout" not in body  # transport, not a request field
+
+
 def test_parse_arguments_rejects_non_objects_and_accepts_empty():
     assert ToolCallRequest("i", "t", "").parse_arguments() == {}
     with pytest.raises(ValueError, match="JSON object"):
