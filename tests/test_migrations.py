@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 from alembic import command
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
 from agentflow.db.engine import alembic_config, upgrade
@@ -27,6 +29,24 @@ def test_downgrade_to_base_and_back(tmp_path):
     command.downgrade(cfg, "base")
     assert set(inspect(create_engine(url)).get_table_names()) <= {"alembic_version"}
     upgrade(url)
+    assert {"sessions", "tool_calls", "requests"} <= set(inspect(create_engine(url)).get_table_names())
+
+
+def test_a_database_at_head_is_only_read_and_one_behind_is_migrated(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    upgrade(url)
+    cfg = alembic_config(url)
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    command.downgrade(cfg, "-1")
+    upgrade(url)  # one revision behind: migrated
+    with create_engine(url).connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == head
+
+    def no_migration(*args, **kwargs):
+        raise AssertionError("a database at head was migrated again")
+
+    monkeypatch.setattr(command, "upgrade", no_migration)
+    upgrade(url)  # at head: one read of the version table, no Alembic run
 
 
 def test_cli_db_upgrade(tmp_path):

@@ -153,7 +153,7 @@ def _insert(session: Session):
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise UnsupportedDatabase(f"sharing a run's work needs sqlite or PostgreSQL, not {name}")
-    return insert(WorkClaim)
+    return insert(WorkClaim.__table__)
 
 
 def seed_items(session: Session, kind: str, run_id: str, items: Iterable[Item]) -> None:
@@ -163,9 +163,12 @@ def seed_items(session: Session, kind: str, run_id: str, items: Iterable[Item]) 
     rows = [{"kind": kind, "run_id": run_id, "item": i.item, "sample": i.sample, "position": i.position,
              "status": CLAIM_DONE if i.done else CLAIM_PENDING, "claims": 0, "results": i.results, "created_at": now,
              "finished_at": now if i.done else None} for i in items]
-    for start in range(0, len(rows), _SEED_CHUNK):
-        stmt = _insert(session).values(rows[start:start + _SEED_CHUNK])
-        session.execute(stmt.on_conflict_do_nothing(index_elements=["kind", "run_id", "item", "sample"]))
+    if not rows:
+        return
+    # one statement run for every row (the driver's executemany), not a VALUES list of
+    # 500 rows compiled anew per chunk, which cost 1.5 s at the start of a 10,000-task run
+    stmt = _insert(session).on_conflict_do_nothing(index_elements=["kind", "run_id", "item", "sample"])
+    session.execute(stmt, rows)
 
 
 def reopen_items(session: Session, kind: str, run_id: str, keys: Iterable[tuple[str, int]]) -> int:

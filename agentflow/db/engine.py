@@ -180,6 +180,10 @@ def _null_pool():
     return NullPool
 
 
+def _migration_lock_path(lock_dir: Path) -> Path:
+    return lock_dir / ".migrate.lock"
+
+
 @contextlib.contextmanager
 def _migration_lock(url: str, lock_dir: Path | None) -> Iterator[None]:
     if url.startswith("postgresql"):
@@ -190,7 +194,7 @@ def _migration_lock(url: str, lock_dir: Path | None) -> Iterator[None]:
         yield
         return
     lock_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = lock_dir / ".migrate.lock"
+    lock_path = _migration_lock_path(lock_dir)
     fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
     tighten_mode(lock_path, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as fh:
@@ -212,6 +216,9 @@ def upgrade(url: str, revision: str = "head", lock_dir: Path | None = None) -> N
 
     try:
         if revision == "head" and _at_head(url):
+            if lock_dir is not None and _migration_lock_path(lock_dir).exists():
+                # a looser lock file an older version left is tightened all the same
+                tighten_mode(_migration_lock_path(lock_dir), PRIVATE_FILE_MODE)
             return
         with _migration_lock(url, lock_dir):
             command.upgrade(alembic_config(url), revision)

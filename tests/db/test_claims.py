@@ -96,3 +96,16 @@ def test_renew_extends_only_the_owners_live_claims(sessions):
         s.commit()
     # a's renewed claims are live again; b's lapsed one is free
     assert _claim(sessions, "c", 1) == ["t2"]
+
+
+def test_seeding_again_adds_only_missing_items_and_leaves_the_others_as_they_are(sessions):
+    assert _claim(sessions, "a", 2) == ["t0", "t1"]
+    with sessions() as s:  # a second process opens the run with one more item
+        items = [claims.Item(f"t{p}", 0, position=p) for p in range(7)]
+        claims.seed_items(s, claims.KIND_ROLLOUT, sessions.run, items)
+        claims.seed_items(s, claims.KIND_ROLLOUT, sessions.run, [])
+        s.commit()
+    with sessions() as s:
+        assert claims.count_items(s, claims.KIND_ROLLOUT, sessions.run) == 7
+        left = claims.outstanding(s, claims.KIND_ROLLOUT, sessions.run, "a")
+    assert (left.pending, left.live_mine) == (5, 2)  # t0 and t1 are still a's
