@@ -4,9 +4,9 @@ Every item of a run (a task sample of a rollout, a seed of a synthesis) has one
 ``work_claims`` row, seeded when a process opens the run (missing rows are inserted,
 existing ones left alone, so processes opening the run at once do not conflict). A
 process *claims* a few ``pending`` items (or ``claimed`` ones whose lease has expired:
-their owner died) in one ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
-RETURNING`` on PostgreSQL, so concurrent claimers take disjoint rows without waiting
-for each other; on sqlite the engine's
+their owner died) with ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)
+RETURNING`` (one for the expired ones, one for the pending ones) on PostgreSQL, so
+concurrent claimers take disjoint rows without waiting for each other; on sqlite the engine's
 ``BEGIN IMMEDIATE`` serialises the claim transactions instead (the ``FOR UPDATE`` clause
 is not rendered there). The owner renews its leases while it works.
 
@@ -263,8 +263,8 @@ def _statements(session: Session) -> _HotStatements:
 
 def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[Claimed]:
     """Claim up to ``limit`` items — pending ones, or ones whose owner's lease expired —
-    in claim order, for ``lease_s`` seconds, in one statement. Rows another transaction
-    is claiming right now are skipped, not waited for."""
+    in claim order, for ``lease_s`` seconds, in the caller's transaction. Rows another
+    transaction is claiming right now are skipped, not waited for."""
     if limit <= 0:
         return []
     stmts = _statements(session)

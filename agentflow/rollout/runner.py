@@ -27,7 +27,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 from ..config import ConfigError, load_server_config
 from ..db import claims, make_engine, make_session_factory, upgrade
 from ..db.rows import process_write_lock
