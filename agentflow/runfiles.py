@@ -6,6 +6,7 @@ work on one run (:class:`ClaimLoop`)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -211,28 +212,26 @@ def run_beat(sessions: Callable, lock: threading.Lock, load_run: Callable) -> Ca
     return beat
 
 
-_reopen_statements: dict[Any, Any] = {}
-
-
 def reopen_run(session: Any, run_model: Any, run_id: str) -> None:
     """In a transaction that has just claimed items: a run another process ended while
     this one was about to claim (it saw no live claims) is ``running`` again, and this
     process ends it later with the full counts. ``run_model`` is the run's mapped class
-    (``RolloutRun``, ``SynthesisRun``: both have these columns).
+    (``RolloutRun``, ``SynthesisRun``: both have these columns)."""
+    from .db import utcnow
 
-    It runs with every claim, so its statement is built once per table, not per call."""
+    session.execute(_reopen_statement(run_model), {"p_run_id": run_id, "p_now": utcnow()})
+
+
+@functools.cache
+def _reopen_statement(run_model: Any) -> Any:
+    """Built once per run table: it runs with every claim."""
     from sqlalchemy import bindparam, update
 
-    from .db import utcnow
     from .db.rollout import RUN_RUNNING  # the same word in every run table
 
-    stmt = _reopen_statements.get(run_model)
-    if stmt is None:
-        table = run_model.__table__
-        stmt = _reopen_statements[run_model] = (
-            update(table).where(table.c.id == bindparam("p_run_id"), table.c.status != RUN_RUNNING)
+    table = run_model.__table__
+    return (update(table).where(table.c.id == bindparam("p_run_id"), table.c.status != RUN_RUNNING)
             .values(status=RUN_RUNNING, finished_at=None, error=None, updated_at=bindparam("p_now")))
-    session.execute(stmt, {"p_run_id": run_id, "p_now": utcnow()})
 
 
 def process_identity() -> dict:

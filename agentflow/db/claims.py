@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from typing import Iterable, Optional, Sequence
 
 from sqlalchemy import (DateTime, Index, Integer, Interval, String, UniqueConstraint, and_, bindparam, func, or_,
@@ -250,15 +251,11 @@ class _HotStatements:
         return {"p_now": now, "p_until": now + dt.timedelta(seconds=lease_s)}
 
 
-_hot: dict[str, _HotStatements] = {}
+_hot_statements = functools.cache(_HotStatements)
 
 
 def _statements(session: Session) -> _HotStatements:
-    dialect = session.get_bind().dialect.name
-    stmts = _hot.get(dialect)
-    if stmts is None:
-        stmts = _hot[dialect] = _HotStatements(dialect)
-    return stmts
+    return _hot_statements(session.get_bind().dialect.name)
 
 
 def claim(session: Session, kind: str, run_id: str, owner: str, limit: int, lease_s: float) -> list[Claimed]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import stat
@@ -79,6 +80,11 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _sqlite_file(url: str) -> str:
+    """The file part of a sqlite URL (empty, or ``:memory:``, for a database in memory)."""
+    return url.split("///", 1)[-1].split("?", 1)[0]
+
+
 def make_engine(url: str, *, immediate: bool = False) -> Engine:
     """Create an engine for ``url``; sqlite gets WAL, a busy timeout and a file check.
 
@@ -88,7 +94,7 @@ def make_engine(url: str, *, immediate: bool = False) -> Engine:
     """
     if not url.startswith("sqlite"):
         return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
-    path = url.split("///", 1)[-1].split("?", 1)[0]
+    path = _sqlite_file(url)
     if path and path != ":memory:":
         parent = Path(path).parent
         try:
@@ -228,20 +234,13 @@ def upgrade(url: str, revision: str = "head", lock_dir: Path | None = None) -> N
         raise DatabaseError(f"cannot migrate database {_safe_url(url)}: {err}") from err
 
 
-_heads_of: dict[Path, frozenset[str]] = {}
-
-
+@functools.cache
 def _head_revisions() -> frozenset[str]:
     """The head revisions of the migrations this process runs (read once: they are
     files of the installed package)."""
     from alembic.script import ScriptDirectory
 
-    folder = migrations_dir()
-    heads = _heads_of.get(folder)
-    if heads is None:
-        config = alembic_config("sqlite://")
-        heads = _heads_of[folder] = frozenset(ScriptDirectory.from_config(config).get_heads())
-    return heads
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
 
 
 def _at_head(url: str) -> bool:
@@ -251,7 +250,7 @@ def _at_head(url: str) -> bool:
     from alembic.runtime.migration import MigrationContext
 
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1].split("?", 1)[0]
+        path = _sqlite_file(url)
         if not path or path == ":memory:" or "?" in url or not Path(path).exists():
             return False
     engine = make_engine(url)

@@ -243,11 +243,11 @@ class SqliteWriteLock:
 
 
 def process_write_lock(engine: Engine) -> "SqliteWriteLock | threading.Lock":
-    """The lock a rollout or synthesis process holds around each of its write
-    transactions: one at a time within the process, and on a sqlite file also in turn
-    with every other writer that takes :class:`SqliteWriteLock` (the server's committers
-    among them), woken as soon as the lock frees instead of sleeping in SQLite's busy
-    handler while a server writes."""
+    """The lock a process's writers hold around each write transaction (the server's
+    group committer, a rollout's or a synthesis run's writes, the model cache's stores):
+    one at a time within the process, and on a sqlite file also in turn with the writers
+    of every other process, woken as soon as the lock frees instead of sleeping in
+    SQLite's busy handler."""
     path = sqlite_path(engine)
     return SqliteWriteLock(path) if path is not None else threading.Lock()
 

@@ -243,7 +243,6 @@ class Runner:
         self.cfg = cfg
         self.progress = progress
         self.stop = threading.Event()
-        self._write_lock = threading.Lock()
         self._sessionless: set[str] = set()
         self.tag = process_tag()
         """Makes this execution's sandbox worker ids and claim owner unique."""
@@ -381,7 +380,7 @@ class Runner:
             update_latest(self.output_base, self.run_id)
             self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_ROLLOUT, self.run_id, self.owner,
                                   lease_s=cfg.claim_lease, workers=cfg.max_workers, stop=self.stop,
-                                  on_claim=self._reopen_run)
+                                  on_claim=lambda s: reopen_run(s, RolloutRun, self.run_id))
             try:
                 with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))), \
                         self.loop.heartbeat():
@@ -458,9 +457,6 @@ class Runner:
             elif stored != specs:
                 log.warning("run %s: the sandbox now offers other tool schemas than those stored at its start; "
                             "the stored ones are kept", self.run_id)
-
-    def _reopen_run(self, session) -> None:
-        reopen_run(session, RolloutRun, self.run_id)
 
     def _note_fatal(self, result: AgentResult) -> None:
         """Count identical fatal model errors in a row; at :data:`FATAL_REPEAT` stop the run."""

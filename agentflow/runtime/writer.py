@@ -13,7 +13,6 @@ shared by the server's processes.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import Any, Callable
@@ -21,7 +20,7 @@ from typing import Any, Callable
 from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..db.rows import RowWriter, SqliteWriteLock, sqlite_path
+from ..db.rows import RowWriter, process_write_lock
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,7 @@ class GroupCommitter:
         self._factory = session_factory
         engine = session_factory.kw["bind"]
         self._rows = RowWriter(engine)
-        path = sqlite_path(engine)
-        self._lock = SqliteWriteLock(path) if path is not None else contextlib.nullcontext()
+        self._lock = process_write_lock(engine)
         self._mutex = threading.Lock()
         self._pending: list[_Job] = []
         self._leading = False

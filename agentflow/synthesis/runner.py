@@ -171,7 +171,6 @@ class Runner:
             raise ConfigError("'model_name' is required")
         self.cfg, self.seeds, self.progress = cfg, seeds, progress
         self.stop = threading.Event()
-        self._write_lock = threading.Lock()
         self.nodes_made = 0
         self.cache: ModelCache | None = None
         self._streak = FatalStreak("seeds")
@@ -300,7 +299,7 @@ class Runner:
             self._read_accepted()
             self.loop = ClaimLoop(self.sessions, self._write_lock, claims.KIND_SYNTHESIS, self.run_id, self.owner,
                                   lease_s=cfg.claim_lease, workers=cfg.max_workers, stop=self.stop,
-                                  on_claim=self._reopen_run)
+                                  on_claim=lambda s: reopen_run(s, SynthesisRun, self.run_id))
             try:
                 with Heartbeat(run_beat(self.sessions, self._write_lock, lambda s: get_run(s, self.run_id))), \
                         self.loop.heartbeat():
@@ -372,9 +371,6 @@ class Runner:
             log.debug("%s", self._streak.message)
             return RUN_ERROR, self._streak.message
         return None
-
-    def _reopen_run(self, session) -> None:
-        reopen_run(session, SynthesisRun, self.run_id)
 
     def _note_failure(self, err: Exception | None) -> None:
         """Count seeds failing in a row with the same fatal model error; at
