@@ -75,8 +75,14 @@ class ServerProcess:
         return raw if isinstance(raw, dict) else json.loads(raw)
 
     def worker_pids(self) -> list[int]:
+        """The gunicorn workers: the master's children that are forks of it. The master
+        also keeps the warm pool's confined sessions (``bwrap``) as children; they are
+        not workers."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
-        return [int(x) for x in out.split()]
+        master = _cmdline(self.proc.pid)
+        if master is None:
+            return []
+        return [pid for pid in map(int, out.split()) if _cmdline(pid) == master]
 
     def kill(self) -> None:
         """SIGKILL the master and its workers at once (a crash, no cleanup)."""
@@ -141,3 +147,10 @@ def start_server(
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not answer /health within {wait}s:\n{server.log_text()}")
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return None
